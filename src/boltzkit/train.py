@@ -1,0 +1,199 @@
+"""The fit loop: batches → estimator (fills ``.grad``) → ``torch.optim`` step → callbacks.
+
+Defaults follow Hinton's practical guide (2010) and Tieleman (2008): PCD-1, SGD with
+momentum 0.5 for the first epochs then 0.9, L2 weight decay on the weights only, visible
+biases started at the log-odds of the data marginals, and a learning rate that decays
+linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigurationError, DivergenceError
+from .estimators import Estimator, make_estimator
+from .rbm import RBM
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of :class:`Trainer` (all have working defaults)."""
+
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 0.05
+    momentum: float = 0.9
+    initial_momentum: float = 0.5
+    momentum_epochs: int = 5            #: epochs run with ``initial_momentum``
+    weight_decay: float = 1e-4          #: L2 penalty on the weights (not the biases)
+    method: str = "pcd"
+    k: int = 1
+    n_chains: int | None = None         #: persistent chains; default: the batch size
+    lr_schedule: str = "linear"         #: "linear" (decay to 0) or "constant"
+    init_visible_bias: bool = True      #: log-odds of the data marginals
+    seed: int = 0
+    max_weight: float = 1e4             #: |W| above this counts as divergence
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "k"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigurationError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1 or not 0 <= self.initial_momentum < 1:
+            raise ConfigurationError("momentum must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigurationError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ConfigurationError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`; override what you need."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+        """Add entries to ``metrics`` or set ``trainer.stop = True``."""
+
+
+class MetricCallback(Callback):
+    """Records ``name: fn(rbm, data)`` at the end of every ``every``-th epoch."""
+
+    def __init__(self, name: str, fn: Callable[[RBM, Tensor], float], data: Tensor, every: int = 1) -> None:
+        self.name, self.fn, self.data, self.every = name, fn, data, every
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch % self.every == 0 or epoch == trainer.config.epochs:
+            metrics[self.name] = self.fn(trainer.rbm, self.data.to(trainer.device, trainer.dtype))
+
+
+@dataclass
+class Trainer:
+    """Trains an :class:`RBM` on a data tensor.
+
+    Example
+    -------
+    >>> rbm = RBM(784, 64)
+    >>> history = Trainer(rbm, TrainingConfig(epochs=1)).fit(data)   # doctest: +SKIP
+    """
+
+    rbm: RBM
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    estimator: Estimator | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    callbacks: list[Callback] = field(default_factory=list)
+    progress: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.device, self.dtype = self.rbm.weight.device, self.rbm.weight.dtype
+        self.stop = False
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.shuffle_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        if self.estimator is None:
+            self.estimator = make_estimator(cfg.method, cfg.k, cfg.n_chains or cfg.batch_size)
+        if self.optimizer is None:
+            decay = [self.rbm.weight]
+            rest = [p for p in self.rbm.parameters() if p is not self.rbm.weight]
+            self.optimizer = torch.optim.SGD(
+                [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                lr=cfg.lr, momentum=cfg.initial_momentum if cfg.momentum_epochs > 0 else cfg.momentum)
+
+    # -- schedule -------------------------------------------------------------------------
+    def _make_scheduler(self, batches_per_epoch: int) -> None:
+        if self.scheduler is not None or self.config.lr_schedule == "constant":
+            return
+        total = self.config.epochs * batches_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: max(0.0, 1.0 - step / total))
+
+    def _set_momentum(self, epoch: int) -> None:
+        cfg = self.config
+        momentum = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
+        for group in self.optimizer.param_groups:
+            if "momentum" in group:
+                group["momentum"] = momentum
+
+    # -- divergence guard -----------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.rbm.state_dict().items()}
+
+    def _check(self, good: dict[str, Tensor], where: str) -> None:
+        bad = [name for name, p in self.rbm.named_tensors().items() if not bool(torch.isfinite(p).all())]
+        largest = float(self.rbm.weight.detach().abs().max())
+        if bad or largest > self.config.max_weight:
+            self.rbm.load_state_dict(good)
+            problem = (f"non-finite values in {', '.join(bad)}" if bad
+                       else f"weights exploded (max |W| = {largest:.3g} > {self.config.max_weight:g})")
+            raise DivergenceError(
+                f"training diverged {where}: {problem}; the parameters were restored to the "
+                f"last good state (end of epoch {self.epoch}). Try a smaller learning rate.")
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, data: Tensor, check_every: int = 100) -> list[dict[str, float]]:
+        """Train for ``config.epochs`` epochs in total (resuming from ``self.epoch``)."""
+        cfg = self.config
+        self.rbm.check_data(data)
+        data = data.to(self.device, self.dtype).contiguous()
+        n = data.shape[0]
+        batches = math.ceil(n / cfg.batch_size)
+        if self.epoch == 0 and cfg.init_visible_bias:
+            self.rbm.visible.init_from_data(data.mean(0))
+        self._make_scheduler(batches)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        shuffled = torch.empty_like(data)
+        bar = _progress(cfg.epochs * batches, self.epoch * batches, self.progress)
+        good = self._snapshot()
+        while self.epoch < cfg.epochs and not self.stop:
+            epoch = self.epoch + 1
+            self._set_momentum(epoch)
+            order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+            torch.index_select(data, 0, order, out=shuffled)
+            for i, v in enumerate(shuffled.split(cfg.batch_size)):
+                self.estimator.step(self.rbm, v, self.generator)
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                if (i + 1) % check_every == 0:
+                    self._check(good, f"in epoch {epoch}, batch {i + 1}")
+                if bar is not None:
+                    bar.update(1)
+            self._check(good, f"in epoch {epoch}")
+            self.epoch = epoch
+            good = self._snapshot()
+            metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, metrics)
+            self.history.append(metrics)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k not in ("epoch", "lr")})
+        if bar is not None:
+            bar.close()
+        return self.history
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, unit="batch", dynamic_ncols=True)
+
+
+def fit(rbm: RBM, data: Tensor, callbacks: Iterable[Callback] = (), progress: bool = False,
+        **config: Any) -> list[dict[str, float]]:
+    """Train ``rbm`` on ``data`` with :class:`TrainingConfig` fields given as keywords."""
+    return Trainer(rbm, TrainingConfig(**config), callbacks=list(callbacks), progress=progress).fit(data)

@@ -1,0 +1,86 @@
+"""Exact enumeration against brute force over every (v, h) pair and against autograd."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from boltzkit import exact
+from boltzkit.errors import ConfigurationError
+from boltzkit.rbm import RBM
+
+from conftest import random_rbm
+
+
+def all_binary(n: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def brute_force_log_z(rbm: RBM) -> torch.Tensor:
+    """log Σ_{v,h} exp(−E(v,h)) by listing every joint configuration."""
+    vs, hs = all_binary(rbm.n_visible), all_binary(rbm.n_hidden)
+    v = vs.repeat_interleave(len(hs), 0)
+    h = hs.repeat(len(vs), 1)
+    return torch.logsumexp(-rbm.energy(v, h), 0)
+
+
+def brute_force_log_likelihood(rbm: RBM, data: torch.Tensor) -> torch.Tensor:
+    hs = all_binary(rbm.n_hidden)
+    rows = []
+    for v in data:
+        rows.append(torch.logsumexp(-rbm.energy(v.expand(len(hs), -1), hs), 0))
+    return torch.stack(rows).mean() - brute_force_log_z(rbm)
+
+
+@pytest.mark.parametrize("n_visible,n_hidden", [(5, 3), (3, 6)])
+def test_log_partition_matches_brute_force(n_visible, n_hidden):
+    rbm = random_rbm(n_visible, n_hidden)
+    assert exact.log_partition(rbm) == pytest.approx(float(brute_force_log_z(rbm)), abs=1e-10)
+
+
+def test_enumerates_the_smaller_layer():
+    assert exact.enumerated_layer(random_rbm(6, 3)) == "hidden"
+    assert exact.enumerated_layer(random_rbm(3, 6)) == "visible"
+    with pytest.raises(ConfigurationError, match="AIS"):
+        exact.enumerated_layer(RBM(30, 30))
+
+
+def test_log_likelihood_matches_brute_force():
+    rbm = random_rbm(6, 4, seed=3)
+    data = torch.bernoulli(torch.full((17, 6), 0.4), generator=torch.Generator().manual_seed(0)).double()
+    expected = float(brute_force_log_likelihood(rbm, data))
+    assert exact.log_likelihood(rbm, data) == pytest.approx(expected, abs=1e-10)
+
+
+def test_probabilities_sum_to_one():
+    rbm = random_rbm(7, 5, seed=4)
+    vs = all_binary(7)
+    log_p = -rbm.free_energy(vs) - exact.log_partition(rbm)
+    assert float(torch.logsumexp(log_p, 0)) == pytest.approx(0.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("n_visible,n_hidden", [(6, 4), (4, 7)])
+def test_gradient_matches_autograd_of_brute_force(n_visible, n_hidden):
+    rbm = random_rbm(n_visible, n_hidden, seed=5)
+    data = torch.bernoulli(torch.full((11, n_visible), 0.5), generator=torch.Generator().manual_seed(1)).double()
+    grads = exact.log_likelihood_gradient(rbm, data)
+    loss = brute_force_log_likelihood(rbm, data)
+    auto = torch.autograd.grad(loss, list(rbm.parameters()))
+    for (name, _), g in zip(rbm.named_tensors().items(), auto):
+        torch.testing.assert_close(grads[name], g, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_chunking_does_not_change_the_result(monkeypatch):
+    rbm = random_rbm(9, 8, seed=6)
+    whole = exact.log_partition(rbm)
+    monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 7)
+    assert exact.log_partition(rbm) == pytest.approx(whole, abs=1e-10)
+
+
+def test_float32_model_is_evaluated_in_float64():
+    rbm64 = random_rbm(8, 5, seed=7)
+    rbm32 = RBM(8, 5, dtype=torch.float32)
+    rbm32.load_state_dict({k: v.float() for k, v in rbm64.state_dict().items()})
+    assert exact.log_partition(rbm32) == pytest.approx(exact.log_partition(rbm64.float().double()), abs=1e-9)
