@@ -51,10 +51,15 @@ class RBM(nn.Module):
         super().__init__()
         self.visible = make_units(visible, n_visible)
         self.hidden = make_units(hidden, n_hidden)
+        if self.visible.hidden_only:
+            raise ConfigurationError(
+                f"{self.visible.kind} units can only be the hidden layer; use e.g. bernoulli "
+                "or gaussian visible units")
         if not (self.visible.discrete or self.hidden.discrete):
             raise ConfigurationError(
                 f"an RBM with {self.visible.kind} visible and {self.hidden.kind} hidden units "
-                "has no normalisable distribution; make one layer discrete (e.g. bernoulli)")
+                "is not guaranteed a normalisable distribution and cannot be enumerated; make "
+                "one layer discrete (e.g. bernoulli)")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         weight = torch.randn(self.visible.dim, self.hidden.dim, generator=generator,
                              dtype=torch.float64) * weight_scale

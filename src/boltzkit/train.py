@@ -1,7 +1,7 @@
 """The fit loop: batches → estimator (fills ``.grad``) → ``torch.optim`` step → callbacks.
 
 Defaults follow Hinton's practical guide (2010) and Tieleman (2008): PCD-1, SGD with
-momentum 0.5 for the first epochs then 0.9, L2 weight decay on the weights only, visible
+momentum 0.5 (0.9 was measured worse for PCD: BENCHMARKS.md), L2 weight decay on the weights only, visible
 biases started at the log-odds of the data marginals, and a learning rate that decays
 linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
 """
@@ -9,6 +9,7 @@ linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -27,9 +28,9 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 100
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: float = 0.5
     initial_momentum: float = 0.5
-    momentum_epochs: int = 5            #: epochs run with ``initial_momentum``
+    momentum_epochs: int = 0            #: epochs run with ``initial_momentum``
     weight_decay: float = 1e-4          #: L2 penalty on the weights (not the biases)
     method: str = "pcd"
     k: int = 1
@@ -40,17 +41,23 @@ class TrainingConfig:
     max_weight: float = 1e4             #: |W| above this counts as divergence
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "k"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, least in (("epochs", 1), ("batch_size", 1), ("k", 1), ("momentum_epochs", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ConfigurationError(f"{name} must be an integer ≥ {least}, got {value!r}")
+        if self.n_chains is not None and (not isinstance(self.n_chains, numbers.Integral)
+                                          or isinstance(self.n_chains, bool) or self.n_chains < 1):
+            raise ConfigurationError(f"n_chains must be None or an integer ≥ 1, got {self.n_chains!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigurationError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1 or not 0 <= self.initial_momentum < 1:
             raise ConfigurationError("momentum must be in [0, 1)")
-        if self.weight_decay < 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigurationError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
         if self.lr_schedule not in ("linear", "constant"):
             raise ConfigurationError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
+        if not self.max_weight > 0:
+            raise ConfigurationError(f"max_weight must be positive, got {self.max_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,7 +171,11 @@ class Trainer:
             order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
             torch.index_select(data, 0, order, out=shuffled)
             for i, v in enumerate(shuffled.split(cfg.batch_size)):
-                self.estimator.step(self.rbm, v, self.generator)
+                try:
+                    self.estimator.step(self.rbm, v, self.generator)
+                except RuntimeError:  # e.g. NaN probabilities from diverged parameters
+                    self._check(good, f"in epoch {epoch}, batch {i + 1}")
+                    raise
                 self.optimizer.step()
                 if self.scheduler is not None:
                     self.scheduler.step()

@@ -1,0 +1,385 @@
+"""Annealed importance sampling (AIS) of log Z, forward and reverse.
+
+Salakhutdinov & Murray (2008), "On the quantitative analysis of deep belief networks".
+A *base* model A has the RBM's unit types, zero weights, zero hidden biases and visible
+biases ``b_A`` (smoothed data marginals, or uniform); its partition function is exact::
+
+    log Z_A = log-partition_v(b_A) + log-partition_h(0)
+
+The chains move through unnormalised distributions over v (hidden units summed out)::
+
+    log f_β(v) = −(1−β) E_self^{v}(v; b_A) − β E_self^{v}(v; b_B) + log-partition_h(β(c + φ(v)W))
+
+which for binary units reads (1−β) b_Aᵀv + β b_Bᵀv + Σ_j softplus(β(c_j + (vᵀW)_j)).  At β = 0
+it is A (the target's hidden units at β = 0 are independent of v and give A's hidden term),
+at β = 1 it is the target B.  With 0 = β_0 < β_1 < … < β_K = 1, v_1 ~ p_A and v_{k+1} drawn
+by a transition T_k that leaves p_{β_k} invariant, the importance weight
+
+    w = Π_{k=1..K} f_{β_k}(v_k) / f_{β_{k−1}}(v_k)
+
+satisfies E[w] = Z_B / Z_A.  T_k is one block-Gibbs sweep of the joint at β_k:
+h ~ p_β(h | v) with the hidden field scaled by β, then v from the visible field
+(1−β) b_A + β (b_B + W ψ(h)).  That visible field is exact when E_self^v is linear in its
+bias (Bernoulli, softmax, spin…); other visible types raise :class:`ConfigurationError`.
+
+Because E[w] = Z_B/Z_A, log Ẑ_B = log Z_A + log mean(w) is, by Jensen's inequality, a
+stochastic *lower* bound on log Z_B (its expectation is ≤ log Z_B), so the test
+log-likelihood −mean F(v) − log Ẑ_B from it tends to be *over*-estimated.
+:func:`reverse_ais` runs the chain the other way (from data, β: 1 → 0) and brackets it from
+the other side.
+
+Example
+-------
+>>> result = ais(rbm, data=train, n_chains=100, seed=0)            # doctest: +SKIP
+>>> result.log_z, result.log_z_low, result.log_z_high               # doctest: +SKIP
+>>> log_likelihood(rbm, test, result)                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import ConfigurationError
+from .rbm import RBM
+
+#: number of β values of the default schedule (Salakhutdinov & Murray 2008)
+DEFAULT_N_BETAS = 14_500
+#: the paper's schedule: 500 β in [0, 0.5), 4,000 in [0.5, 0.9), 10,000 in [0.9, 1]
+_KNOTS_FRACTION = (0.0, 500 / 14_500, 4_500 / 14_500, 1.0)
+_KNOTS_BETA = (0.0, 0.5, 0.9, 1.0)
+#: half-width of the confidence interval, in standard errors of mean(w)
+N_STANDARD_ERRORS = 3.0
+
+
+@dataclass
+class AISResult:
+    """An AIS estimate of log Z.
+
+    Attributes
+    ----------
+    log_z:
+        The estimate: forward, log Z_A + log mean(w); reverse, log Z_A − log mean(w).
+    log_z_low, log_z_high:
+        log Z for mean(w) ± 3 standard errors of mean(w) (an end is ∓inf when the
+        shifted mean is ≤ 0).
+    ess:
+        Effective sample size (Σw)² / Σw², between 1 and ``n_chains``.
+    log_weights:
+        log w per chain, float64, shape ``(n_chains,)``.
+    n_chains, n_betas:
+        Chains run, and β values in the schedule (both ends included).
+    log_z_base:
+        Exact log Z_A of the base model.
+    direction:
+        ``"forward"`` (β: 0 → 1, E[w] = Z_B/Z_A) or ``"reverse"`` (β: 1 → 0, E[w] = Z_A/Z_B).
+    """
+
+    log_z: float
+    log_z_low: float
+    log_z_high: float
+    ess: float
+    log_weights: Tensor
+    n_chains: int
+    n_betas: int
+    log_z_base: float = 0.0
+    direction: str = "forward"
+
+
+class LikelihoodEstimate(NamedTuple):
+    """Mean test log-likelihood in nats, with the interval carried over from log Z."""
+
+    mean: float
+    low: float
+    high: float
+
+
+# --------------------------------------------------------------------------------------------
+# schedule and base model
+# --------------------------------------------------------------------------------------------
+
+
+def default_betas(n_betas: int = DEFAULT_N_BETAS) -> Tensor:
+    """β_0 = 0 < … < β_{n−1} = 1 with the shape of the paper's schedule, float64.
+
+    With the default 14,500 values: 500 in [0, 0.5), 4,000 in [0.5, 0.9) and 10,000 in
+    [0.9, 1] (steps of 1e-3, 1e-4 and 1e-5); other counts keep the same proportions.
+    """
+    if not isinstance(n_betas, int) or isinstance(n_betas, bool) or n_betas < 2:
+        raise ConfigurationError(f"an AIS schedule needs at least 2 β values, got {n_betas!r}")
+    u = np.linspace(0.0, 1.0, n_betas)
+    betas = torch.from_numpy(np.interp(u, _KNOTS_FRACTION, _KNOTS_BETA))
+    betas[0], betas[-1] = 0.0, 1.0
+    return betas
+
+
+def _schedule(betas: int | Tensor | None) -> Tensor:
+    """The β schedule as a float64 CPU tensor from 0 to 1, validated."""
+    if betas is None:
+        return default_betas()
+    if isinstance(betas, int) and not isinstance(betas, bool):
+        return default_betas(betas)
+    b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu().reshape(-1)
+    if b.numel() < 2:
+        raise ConfigurationError(f"an AIS schedule needs at least 2 β values, got {b.numel()}")
+    if not bool(torch.isfinite(b).all()) or float(b[0]) != 0.0 or float(b[-1]) != 1.0:
+        raise ConfigurationError("an AIS schedule must run from β = 0 to β = 1 (finite values)")
+    if bool((b[1:] < b[:-1]).any()):
+        raise ConfigurationError("an AIS schedule must be non-decreasing in β")
+    return b
+
+
+def _check_model(rbm: RBM) -> None:
+    if not rbm.visible.linear:
+        raise ConfigurationError(
+            f"AIS interpolates the visible bias (1−β) b_A + β b_B, which is exact only for "
+            f"visible units with E_self(v) = −bᵀv (bernoulli, softmax, spin…); "
+            f"{rbm.visible.kind} visible units are not supported")
+    if not rbm.hidden.discrete:
+        raise ConfigurationError(
+            f"AIS needs a discrete hidden layer (its β = 0 term must be finite); "
+            f"{rbm.hidden.kind} hidden units are not supported")
+
+
+def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0.01) -> Tensor:
+    """Visible biases b_A of the base model, shape ``(visible.dim,)``, in the model's dtype.
+
+    With ``data``, the layer's own :meth:`~boltzkit.units.Units.init_from_data` applied to
+    the smoothed marginals (1−ε)·mean(data) + ε·mean_uniform (for binary units: the log-odds
+    of (1−ε) p̂ + ε/2), so that no pixel that is always 0 in the data gets an infinite bias.
+    Without data, zeros (the uniform distribution).
+    """
+    bias = rbm.visible.bias.detach()
+    if data is None:
+        return torch.zeros_like(bias)
+    if not 0.0 < smoothing <= 1.0:
+        raise ConfigurationError(f"smoothing must be in (0, 1], got {smoothing}")
+    rbm.check_data(data)
+    with torch.no_grad():
+        data = data.to(bias.device, bias.dtype)
+        uniform = rbm.visible.mean(torch.zeros(1, rbm.visible.dim, dtype=bias.dtype,
+                                               device=bias.device))[0]
+        smoothed = (1.0 - smoothing) * data.mean(0) + smoothing * uniform
+        layer = copy.deepcopy(rbm.visible)
+        layer.init_from_data(smoothed)
+        return layer.bias.detach().clone()
+
+
+def base_log_partition(rbm: RBM, base_bias: Tensor) -> float:
+    """Exact log Z_A = log-partition_v(b_A) + log-partition_h(0) of the base model (float64)."""
+    with torch.no_grad():
+        visible = rbm.visible.log_partition(base_bias.to(torch.float64).reshape(1, -1))
+        hidden = rbm.hidden.log_partition(torch.zeros(1, rbm.hidden.dim, dtype=torch.float64,
+                                                      device=base_bias.device))
+    return float(visible[0] + hidden[0])
+
+
+# --------------------------------------------------------------------------------------------
+# the annealing loop
+# --------------------------------------------------------------------------------------------
+
+
+def _anneal(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
+            generator: torch.Generator | None, progress: bool) -> Tensor:
+    """Σ_k log f_{β_k}(v_k) − log f_{β_{k−1}}(v_k) along the chain, per row of ``v`` (float64).
+
+    ``betas`` runs from β_0 to β_K (increasing: forward, decreasing: reverse); v is the state
+    at β_0 and, after each weight update at β_k (k < K), moves by one Gibbs sweep at β_k.
+    Per β: one hidden GEMM (which also yields (b_B − b_A)ᵀv through an extra column), one
+    visible GEMM, and elementwise work; no host synchronisation.
+    """
+    visible, hidden = rbm.visible, rbm.hidden
+    weight = rbm.weight.detach()
+    n_chains, n_h = v.shape[0], hidden.dim
+    diff = rbm.visible.bias.detach() - base_bias                      # b_B − b_A
+    # [W | b_B − b_A] and [c | 0]: one GEMM gives the hidden field and (b_B − b_A)ᵀv
+    weight_aug = torch.cat([weight, diff.unsqueeze(1)], 1)
+    bias_aug = torch.cat([hidden.bias.detach(), diff.new_zeros(1)])
+    weight_t = weight_aug[:, :n_h].t()
+    hidden_buf = weight.new_empty(n_chains, n_h + 1)
+    visible_buf = weight.new_empty(n_chains, visible.dim)
+    field64 = torch.empty(n_chains, n_h, dtype=torch.float64, device=weight.device)
+    linear64 = torch.empty(n_chains, dtype=torch.float64, device=weight.device)
+    log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(betas) - 1, unit="β", dynamic_ncols=True)
+    last = len(betas) - 1
+    for k in range(1, len(betas)):
+        beta, previous = betas[k], betas[k - 1]
+        torch.addmm(bias_aug, visible.statistic(v), weight_aug, out=hidden_buf)
+        field = hidden_buf[:, :n_h]
+        # log f_β(v) − log f_β'(v) = (β − β')(b_B − b_A)ᵀv + lp_h(β a) − lp_h(β' a), in float64:
+        # the two log-partitions are large and nearly equal, so their difference needs it
+        field64.copy_(field)
+        linear64.copy_(hidden_buf[:, n_h])
+        log_w.add_(hidden.log_partition(field64, beta)).sub_(hidden.log_partition(field64, previous))
+        log_w.add_(linear64, alpha=beta - previous)
+        if k < last:
+            h = hidden.sample(field, generator, beta)
+            # visible field (1−β) b_A + β (b_B + W ψ(h)) = b_A + β (b_B − b_A + W ψ(h))
+            torch.addmm(diff, hidden.statistic(h), weight_t, out=visible_buf)
+            visible_buf.mul_(beta).add_(base_bias)
+            v = visible.sample(visible_buf, generator)
+        if bar is not None and (k % 100 == 0 or k == last):
+            bar.update(k - bar.n)
+    if bar is not None:
+        bar.close()
+    return log_w
+
+
+def _summary(log_w: Tensor) -> tuple[float, float, float, float]:
+    """log mean(w), log(mean ± 3 se), and the ESS, computed stably from log w."""
+    n = log_w.numel()
+    top = float(log_w.max())
+    if not math.isfinite(top):
+        raise ConfigurationError("AIS weights are not finite; check the model parameters")
+    w = torch.exp(log_w - top)
+    mean = float(w.mean())
+    se = float(w.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.inf
+    high = top + math.log(mean + N_STANDARD_ERRORS * se) if math.isfinite(se) else math.inf
+    low_mean = mean - N_STANDARD_ERRORS * se
+    low = top + math.log(low_mean) if low_mean > 0 else -math.inf
+    ess = float(w.sum()) ** 2 / float((w * w).sum())
+    return top + math.log(mean), low, high, ess
+
+
+def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: float,
+           n_chains: int, seed: int | None,
+           generator: torch.Generator | None) -> tuple[Tensor, torch.Generator | None]:
+    _check_model(rbm)
+    if not isinstance(n_chains, int) or isinstance(n_chains, bool) or n_chains < 1:
+        raise ConfigurationError(f"n_chains must be a positive integer, got {n_chains!r}")
+    if data is not None and base_bias is not None:
+        raise ConfigurationError("give the base model either as data or as base_bias, not both")
+    device, dtype = rbm.weight.device, rbm.weight.dtype
+    if base_bias is None:
+        base_bias = base_visible_bias(rbm, data, smoothing)
+    else:
+        base_bias = torch.as_tensor(base_bias).detach().to(device, dtype).reshape(-1)
+        if base_bias.numel() != rbm.visible.dim or not bool(torch.isfinite(base_bias).all()):
+            raise ConfigurationError(
+                f"base_bias must hold {rbm.visible.dim} finite values, got shape "
+                f"{tuple(base_bias.shape)}")
+    if generator is None and seed is not None:
+        generator = torch.Generator(device).manual_seed(seed)
+    return base_bias, generator
+
+
+# --------------------------------------------------------------------------------------------
+# public estimators
+# --------------------------------------------------------------------------------------------
+
+
+def ais(rbm: RBM, data: Tensor | None = None, *, n_chains: int = 100,
+        betas: int | Tensor | None = None, base_bias: Tensor | None = None,
+        smoothing: float = 0.01, seed: int | None = None,
+        generator: torch.Generator | None = None, progress: bool = False) -> AISResult:
+    """Forward AIS estimate of log Z of ``rbm``: anneal β from 0 (base model) to 1.
+
+    Parameters
+    ----------
+    data:
+        Training data for the base model's visible biases (smoothed marginals, see
+        :func:`base_visible_bias`); without it (and without ``base_bias``) the base is uniform.
+    n_chains:
+        Independent AIS runs M, moved together as one batch.
+    betas:
+        The schedule: a tensor from 0 to 1 (non-decreasing), or a count for
+        :func:`default_betas`; default the paper's 14,500 values.
+    base_bias:
+        Explicit visible biases b_A of the base model instead of ``data``.
+    seed, generator:
+        Randomness: a generator on the model's device, or a seed for a new one.  A fixed
+        seed gives identical results.
+    progress:
+        Show a progress bar.
+
+    Returns
+    -------
+    AISResult
+        ``log_z`` = log Z_A + log mean(w); in expectation a lower bound on log Z (Jensen),
+        and the interval log(mean(w) ± 3 se) around it.
+    """
+    base_bias, generator = _setup(rbm, data, base_bias, smoothing, n_chains, seed, generator)
+    schedule = _schedule(betas)
+    log_z_base = base_log_partition(rbm, base_bias)
+    with torch.no_grad():
+        field = base_bias.expand(n_chains, -1).contiguous()
+        v = rbm.visible.sample(field, generator)              # exact draws from p_A
+        log_w = _anneal(rbm, v, schedule.tolist(), base_bias, generator, progress)
+    log_mean, low, high, ess = _summary(log_w)
+    return AISResult(log_z=log_z_base + log_mean, log_z_low=log_z_base + low,
+                     log_z_high=log_z_base + high, ess=ess, log_weights=log_w.cpu(),
+                     n_chains=n_chains, n_betas=len(schedule), log_z_base=log_z_base,
+                     direction="forward")
+
+
+def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
+                betas: int | Tensor | None = None, base_data: Tensor | None = None,
+                base_bias: Tensor | None = None, smoothing: float = 0.01,
+                seed: int | None = None, generator: torch.Generator | None = None,
+                progress: bool = False) -> AISResult:
+    """Reverse AIS estimate of log Z: chains start at rows of ``data`` and anneal β from 1 to 0.
+
+    The reverse weight w = Π_k f_{β_{k−1}}(v_k) / f_{β_k}(v_k) has E[w] = Z_A / Z_B when the
+    chains start at exact samples of the model, so log Ẑ = log Z_A − log mean(w) is then, by
+    Jensen's inequality, a stochastic **upper** bound on log Z: the log-likelihood
+    −mean F − log Ẑ computed from it is a stochastic **lower** bound, the conservative side
+    of the bracket whose other side is the forward :func:`ais`.  Starting from data rather
+    than model samples makes the bound approximate: it holds to the degree that the data
+    (e.g. held-out test rows) look like samples of the model.
+
+    ``data`` supplies the starting states: ``n_chains`` rows drawn without replacement by
+    the generator (cycled when there are fewer rows).  The base model comes from
+    ``base_data`` or ``base_bias`` as in :func:`ais` (default: uniform).  ``log_z_low`` and
+    ``log_z_high`` are log Z_A − log(mean(w) ± 3 se).
+    """
+    base_bias, generator = _setup(rbm, base_data, base_bias, smoothing, n_chains, seed, generator)
+    schedule = _schedule(betas)
+    rbm.check_data(data)
+    log_z_base = base_log_partition(rbm, base_bias)
+    device, dtype = rbm.weight.device, rbm.weight.dtype
+    with torch.no_grad():
+        rows = data.shape[0]
+        if rows >= n_chains:
+            cpu_generator = torch.Generator().manual_seed(
+                int(torch.randint(2 ** 62, (1,), generator=generator, device=device)))
+            index = torch.randperm(rows, generator=cpu_generator)[:n_chains]
+        else:
+            index = torch.arange(n_chains) % rows
+        v = data[index.to(data.device)].to(device, dtype)
+        log_w = _anneal(rbm, v, schedule.flip(0).tolist(), base_bias, generator, progress)
+    log_mean, low, high, ess = _summary(log_w)
+    return AISResult(log_z=log_z_base - log_mean, log_z_low=log_z_base - high,
+                     log_z_high=log_z_base - low, ess=ess, log_weights=log_w.cpu(),
+                     n_chains=n_chains, n_betas=len(schedule), log_z_base=log_z_base,
+                     direction="reverse")
+
+
+def log_likelihood(rbm: RBM, data: Tensor, result: AISResult,
+                   batch_size: int = 4096) -> LikelihoodEstimate:
+    """Mean log-likelihood −mean F(v) − log Ẑ of ``data``, with the interval of ``result``.
+
+    ``low`` uses ``result.log_z_high`` and ``high`` uses ``result.log_z_low``.
+    """
+    rbm.check_data(data)
+    weight = rbm.weight
+    with torch.no_grad():
+        total = sum(float(rbm.free_energy(batch.to(weight.device, weight.dtype)).double().sum())
+                    for batch in data.split(batch_size))
+    mean_free = total / data.shape[0]
+    return LikelihoodEstimate(mean=-mean_free - result.log_z, low=-mean_free - result.log_z_high,
+                              high=-mean_free - result.log_z_low)
+
+
+__all__ = ["AISResult", "LikelihoodEstimate", "ais", "reverse_ais", "log_likelihood",
+           "default_betas", "base_visible_bias", "base_log_partition", "DEFAULT_N_BETAS"]

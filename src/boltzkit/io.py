@@ -1,0 +1,133 @@
+"""Checkpoints: ``model.safetensors`` (tensors) + ``config.json`` (everything else).
+
+Both files are written atomically (a temporary file in the same directory, then
+``os.replace``), and ``config.json`` records the SHA-256 of the tensor file so that a
+mismatched or truncated pair is detected.  Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+from .rbm import RBM
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "boltzkit-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        return Path(tmp).read_bytes()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save(directory: str | Path, rbm: RBM, extra: dict[str, Any] | None = None,
+         state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save ``rbm`` (and optional extra config and training-state tensors) to ``directory``.
+
+    The tensor file holds exactly :meth:`RBM.named_tensors` (e.g. ``weight`` of shape
+    n_visible·K × n_hidden, ``visible_bias``, ``hidden_bias``) plus ``state.<name>`` entries.
+    """
+    from . import __version__
+
+    directory = Path(directory)
+    tensors = dict(rbm.named_tensors())
+    tensors.update({f"state.{k}": v for k, v in (state or {}).items()})
+    blob = _tensor_bytes(tensors)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
+              **rbm.config(), "tensors": sorted(rbm.named_tensors()),
+              "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
+    atomic_write_bytes(directory / MODEL_FILE, blob)
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's config.json, validated as one of ours."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: {directory} is not a boltzkit checkpoint")
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path} was not written by boltzkit (no '\"format\": \"{FORMAT}\"')")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {config['format_version']}; "
+                              f"this boltzkit reads up to {FORMAT_VERSION}")
+    return config
+
+
+def load_tensors(directory: str | Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, after checking the file against the config's SHA-256."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != config.get("sha256"):
+        raise CheckpointError(f"{path} does not match its config.json (truncated or replaced)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def load(directory: str | Path, device: str | torch.device | None = None
+         ) -> tuple[RBM, dict[str, Any], dict[str, torch.Tensor]]:
+    """Load a checkpoint: (model, config, training-state tensors). Bit-for-bit what was saved."""
+    config = read_config(directory)
+    try:
+        rbm = RBM.from_config(config, device=device)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{directory}/{CONFIG_FILE} describes no valid model: {e}") from None
+    tensors = load_tensors(directory, config)
+    params = rbm.named_tensors()
+    for name, p in params.items():
+        if name not in tensors:
+            raise CheckpointError(f"{directory}/{MODEL_FILE} lacks the tensor {name!r}")
+        if tuple(tensors[name].shape) != tuple(p.shape):
+            raise CheckpointError(f"tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                  f"the config implies {tuple(p.shape)}")
+        with torch.no_grad():
+            p.copy_(tensors[name])
+    state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
+    return rbm, config, state
