@@ -10,14 +10,14 @@ Both return parameters in boltzkit's convention
 
     E(v, h) = -b^T v - c^T h - v^T W h,   W of shape (n_visible, n_hidden),
 
-so that :func:`exact_log_likelihood` (or boltzkit's own exact module) can score
-them on the same footing.
+so that boltzkit's exact module scores them on the same footing
+(``benchmarks/bench_quality.py``).
 
 The anchors are imported lazily, inside the functions, so importing this
 module needs only numpy and torch.  They are meant to run in a separate
 environment (see ``requirements-bench.txt``), e.g.::
 
-    /work/anchors-venv/bin/python benchmarks/anchors.py --which sklearn rbms
+    /work/anchors-venv/bin/python benchmarks/bench_quality.py
 
 """
 
@@ -46,46 +46,6 @@ def load_binarized_mnist(split: str, data_dir: str | os.PathLike | None = None) 
 
 # ---------------------------------------------------------------------------
 # exact log-likelihood (stand-in; to be replaced by boltzkit's exact module)
-# ---------------------------------------------------------------------------
-
-
-def exact_log_likelihood(weight, visible_bias, hidden_bias, x, chunk_bits: int = 14):
-    """Exact mean log-likelihood (nats) of the rows of ``x`` and the exact log Z.
-
-    log Z is summed over all 2^n_hidden hidden states, in float64, in chunks of
-    2^chunk_bits states:  log Z = logsumexp_h [c^T h + sum_i softplus(b_i + (W h)_i)].
-    log p(v) = b^T v + sum_j softplus(c_j + (v^T W)_j) - log Z.
-
-    Returns ``(mean_ll, log_z)`` as Python floats.
-    """
-    w = torch.as_tensor(np.asarray(weight), dtype=torch.float64)
-    b = torch.as_tensor(np.asarray(visible_bias), dtype=torch.float64).reshape(-1)
-    c = torch.as_tensor(np.asarray(hidden_bias), dtype=torch.float64).reshape(-1)
-    n_visible, n_hidden = w.shape
-    if b.shape[0] != n_visible or c.shape[0] != n_hidden:
-        raise ValueError("bias shapes do not match the weight matrix")
-    if n_hidden > 30:
-        raise ValueError(f"exact enumeration over 2^{n_hidden} hidden states is not feasible")
-
-    total = 1 << n_hidden
-    chunk = 1 << min(chunk_bits, n_hidden)
-    shifts = torch.arange(n_hidden, dtype=torch.int64)
-    partial = []
-    for start in range(0, total, chunk):
-        idx = torch.arange(start, min(start + chunk, total), dtype=torch.int64)
-        h = ((idx.unsqueeze(1) >> shifts) & 1).to(torch.float64)  # (chunk, n_hidden)
-        terms = h @ c + torch.nn.functional.softplus(h @ w.T + b).sum(dim=1)
-        partial.append(torch.logsumexp(terms, dim=0))
-    log_z = torch.logsumexp(torch.stack(partial), dim=0)
-
-    v = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    log_unnorm = v @ b + torch.nn.functional.softplus(v @ w + c).sum(dim=1)
-    mean_ll = (log_unnorm - log_z).mean()
-    return float(mean_ll), float(log_z)
-
-
-# ---------------------------------------------------------------------------
-# scikit-learn
 # ---------------------------------------------------------------------------
 
 
@@ -246,55 +206,3 @@ def train_rbms(x_train, n_hidden: int = 20, epochs: int = 20, batch_size: int = 
     )
     return {"weight": weight, "visible_bias": vbias, "hidden_bias": hbias,
             "seconds": seconds, "notes": notes}
-
-
-# ---------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------
-
-
-def _main(argv=None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--which", nargs="+", default=["sklearn", "rbms"], choices=["sklearn", "rbms"])
-    p.add_argument("--n-hidden", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rbms-num-chains", type=int, default=None,
-                   help="override rbms's default number of persistent chains (2000)")
-    p.add_argument("--rbms-gibbs-steps", type=int, default=None,
-                   help="override rbms's default Gibbs sweeps per update (100)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--save", default=None, help="write parameters and results to this .npz")
-    a = p.parse_args(argv)
-
-    x_train = load_binarized_mnist("train", a.data_dir)
-    x_test = load_binarized_mnist("test", a.data_dir)
-    common = dict(n_hidden=a.n_hidden, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                  seed=a.seed)
-    results, arrays = {}, {}
-    for which in a.which:
-        if which == "sklearn":
-            out = train_sklearn(x_train, **common)
-        else:
-            out = train_rbms(x_train, num_chains=a.rbms_num_chains,
-                             gibbs_steps=a.rbms_gibbs_steps, **common)
-        t0 = time.perf_counter()
-        ll, log_z = exact_log_likelihood(out["weight"], out["visible_bias"], out["hidden_bias"],
-                                         x_test)
-        results[which] = {"test_ll": ll, "log_z": log_z, "train_seconds": out["seconds"],
-                          "eval_seconds": time.perf_counter() - t0, "notes": out["notes"]}
-        for k in ("weight", "visible_bias", "hidden_bias"):
-            arrays[f"{which}_{k}"] = out[k]
-        print(json.dumps({which: results[which]}, indent=2), flush=True)
-    if a.save:
-        np.savez(a.save, results=json.dumps(results), **arrays)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

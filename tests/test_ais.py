@@ -231,3 +231,28 @@ def test_mnist_default_schedule_within_a_tenth_of_a_nat():
           f"{exact.log_likelihood(rbm, test, log_z=truth):.4f} AIS {log_likelihood(rbm, test, result)}")
     assert abs(result.log_z - truth) < 0.1
     assert result.log_z_low <= truth <= result.log_z_high
+
+
+# -- other unit types -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("visible, hidden, n_visible, n_hidden", [
+    ("softmax:3", "bernoulli", 7, 8),
+    ("bernoulli", "spin", 14, 8),
+    ("spin", "softmax:3", 12, 5),
+])
+def test_other_linear_unit_types_match_exact(visible, hidden, n_visible, n_hidden):
+    rbm = random_rbm(n_visible, n_hidden, scale=0.5, seed=13, visible=visible, hidden=hidden)
+    truth = exact.log_partition(rbm)
+    data = exact_samples(rbm, 300, seed=14)
+    result = ais(rbm, data, n_chains=200, betas=1000, seed=0)
+    assert result.log_z_low <= truth <= result.log_z_high
+    assert abs(result.log_z - truth) < 0.05
+    reverse = reverse_ais(rbm, data, n_chains=100, betas=1000, base_data=data, seed=0)
+    assert abs(reverse.log_z - truth) < 0.05
+
+
+def test_unsupported_unit_types_raise():
+    with pytest.raises(ConfigurationError, match="visible"):
+        ais(RBM(5, 3, visible="gaussian"), betas=5)
+    with pytest.raises(ConfigurationError, match="discrete hidden"):
+        ais(RBM(5, 3, hidden="relu"), betas=5)

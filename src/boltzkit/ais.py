@@ -153,7 +153,7 @@ def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0
     With ``data``, the layer's own :meth:`~boltzkit.units.Units.init_from_data` applied to
     the smoothed marginals (1−ε)·mean(data) + ε·mean_uniform (for binary units: the log-odds
     of (1−ε) p̂ + ε/2), so that no pixel that is always 0 in the data gets an infinite bias.
-    Without data, zeros (the uniform distribution).
+    Without data, zeros (the uniform distribution for linear units).
     """
     bias = rbm.visible.bias.detach()
     if data is None:
@@ -167,6 +167,7 @@ def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0
                                                device=bias.device))[0]
         smoothed = (1.0 - smoothing) * data.mean(0) + smoothing * uniform
         layer = copy.deepcopy(rbm.visible)
+        layer.bias.zero_()                 # a type without init_from_data keeps the uniform base
         layer.init_from_data(smoothed)
         return layer.bias.detach().clone()
 

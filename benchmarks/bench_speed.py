@@ -1,0 +1,98 @@
+"""Speed of one CD-k training epoch against its matrix-product roofline, measured in one run.
+
+One CD-k update of a B×V×H RBM is 2k+3 GEMM-equivalents of 2·B·V·H flops: k Gibbs sweeps
+(v→h, h→v), the model-side hidden means, and the two outer products vᵀμ.  The roofline is
+the time of exactly those products, on tensors of the same shapes, run alone with
+preallocated outputs; the ratio roofline / boltzkit is reported (1.0 = nothing but GEMMs)::
+
+    python benchmarks/bench_speed.py            # 50,000 × 784 binarised MNIST, 500 hidden, CD-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boltzkit.rbm import RBM
+from boltzkit.train import fit
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized-mnist"
+
+
+def load_train(n: int) -> torch.Tensor:
+    path = SHARED / "binarized_mnist_train.mat"
+    if path.is_file():
+        from scipy.io import loadmat
+
+        return torch.from_numpy(loadmat(path)["X"][:n].astype(np.float32))
+    g = torch.Generator().manual_seed(0)
+    return torch.bernoulli(torch.full((n, 784), 0.13), generator=g)
+
+
+def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.device) -> float:
+    """Time of the 2k+3 GEMM-equivalents of one epoch, alone."""
+    x = torch.rand(batch, v, device=device)
+    w = torch.rand(v, h, device=device)
+    hid = torch.empty(batch, h, device=device)
+    vis = torch.empty(batch, v, device=device)
+    gw = torch.empty(v, h, device=device)
+    batches = n // batch
+
+    def epoch() -> None:
+        for _ in range(batches):
+            for _ in range(k):
+                torch.mm(x, w, out=hid)
+                torch.mm(hid, w.t(), out=vis)
+            torch.mm(x, w, out=hid)                 # model-side hidden means
+            torch.mm(x.t(), hid, out=gw)            # outer products, data side
+            gw.addmm_(vis.t(), hid)                 # and model side
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    epoch()  # warm-up
+    start = time.perf_counter()
+    epoch()
+    return time.perf_counter() - start
+
+
+def boltzkit_seconds(data: torch.Tensor, hidden: int, batch: int, k: int, method: str) -> float:
+    rbm = RBM(data.shape[1], hidden, device=data.device)
+    fit(rbm, data[: batch * 20], epochs=1, batch_size=batch, method=method, k=k)  # warm-up
+    rbm = RBM(data.shape[1], hidden, device=data.device)
+    start = time.perf_counter()
+    fit(rbm, data, epochs=1, batch_size=batch, method=method, k=k)
+    if data.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=50000)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--k", type=int, default=1)
+    p.add_argument("--method", default="cd")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    data = load_train(a.n).to(device)
+    ours = min(boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method) for _ in range(a.repeats))
+    roof = min(roofline_seconds(data.shape[0], a.batch_size, data.shape[1], a.hidden, a.k, device)
+               for _ in range(a.repeats))
+    result = {"device": str(device), "threads": torch.get_num_threads(), "n": data.shape[0],
+              "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}",
+              "boltzkit_s": ours, "roofline_s": roof, "samples_per_s": data.shape[0] / ours,
+              "ratio_roofline_over_boltzkit": roof / ours}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
