@@ -99,3 +99,52 @@ def test_size_mismatch_and_foreign_checkpoint_exit_2(trained, tmp_path, capsys):
 def test_bad_numbers_exit_2(tmp_path, capsys):
     assert cli.main(["train", "--hidden", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--hidden" in capsys.readouterr().err
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, small_data):
+    common = ["--data", str(small_data), "--hidden", "5", "--batch-size", "25", "--quiet",
+              "--device", "cpu", "--lr-schedule", "constant", "--seed", "4"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert cli.main(["train", *common, "--epochs", "4", "--out", str(whole)]) == 0
+    assert cli.main(["train", *common, "--epochs", "2", "--out", str(part)]) == 0
+    assert cli.main(["train", "--data", str(small_data), "--quiet", "--device", "cpu",
+                     "--epochs", "4", "--resume", str(part), "--out", str(part)]) == 0
+    assert (part / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    assert len((part / "metrics.csv").read_text().strip().splitlines()) == 5
+
+
+def test_gaussian_visible_standardises_and_samples_in_data_units(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(200, 9)) * 3 + 10).astype(np.float32)
+    path = tmp_path / "g.npy"
+    np.save(path, x)
+    out = tmp_path / "g"
+    assert cli.main(["train", "--data", str(path), "--visible", "gaussian", "--hidden", "4", "--epochs", "2",
+                     "--method", "cd", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert np.allclose(config["standardise"]["mean"], x.mean(0), atol=1e-4)
+    npy = tmp_path / "s.npy"
+    assert cli.main(["sample", str(out), "-n", "400", "--steps", "20", "--npy", str(npy), "--device", "cpu"]) == 0
+    samples = np.load(npy)
+    assert abs(samples.mean() - 10) < 1.5  # back in data units, not standardised ones
+
+
+def test_softmax_visible_takes_integer_codes(tmp_path):
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 3, size=(150, 5)).astype(np.float32)
+    path = tmp_path / "c.npy"
+    np.save(path, codes)
+    out = tmp_path / "c"
+    assert cli.main(["train", "--data", str(path), "--visible", "softmax:3", "--hidden", "4", "--epochs", "2",
+                     "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    assert load_file(str(out / "model.safetensors"))["weight"].shape == (15, 4)
+    np.save(path, codes + 3)
+    assert cli.main(["train", "--data", str(path), "--visible", "softmax:3", "--quiet", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_hidden_count_and_type_together(tmp_path, small_data):
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data", str(small_data), "--hidden", "7", "--hidden", "relu", "--epochs", "1",
+                     "--method", "cd", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden"] == "relu" and config["n_hidden"] == 7

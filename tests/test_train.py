@@ -48,7 +48,9 @@ def test_training_raises_exact_log_likelihood_on_bars_and_stripes(method, k):
     patterns = bars_and_stripes(4)
     rbm = RBM(16, 8, seed=0)
     before = exact.log_likelihood(rbm, patterns)
-    history = Trainer(rbm, TrainingConfig(epochs=50, batch_size=20, lr=0.05, method=method, k=k),
+    config = TrainingConfig(epochs=50, batch_size=20, lr=0.05, momentum=0.9, initial_momentum=0.5,
+                            momentum_epochs=5, weight_decay=1e-4, method=method, k=k)
+    history = Trainer(rbm, config,
                       callbacks=[MetricCallback("ll", exact.log_likelihood, patterns, every=10)]
                       ).fit(patterns.repeat(20, 1))
     after = exact.log_likelihood(rbm, patterns)

@@ -173,11 +173,15 @@ def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0
 
 
 def base_log_partition(rbm: RBM, base_bias: Tensor) -> float:
-    """Exact log Z_A = log-partition_v(b_A) + log-partition_h(0) of the base model (float64)."""
+    """Exact log Z_A = log-partition_v(b_A) + log-partition_h(0) of the base model (float64).
+
+    The hidden term is taken at β = 0, where the path's hidden units no longer see v; for
+    linear hidden units it equals A's hidden layer with c_A = 0 (log 2 per binary unit).
+    """
     with torch.no_grad():
         visible = rbm.visible.log_partition(base_bias.to(torch.float64).reshape(1, -1))
         hidden = rbm.hidden.log_partition(torch.zeros(1, rbm.hidden.dim, dtype=torch.float64,
-                                                      device=base_bias.device))
+                                                      device=base_bias.device), 0.0)
     return float(visible[0] + hidden[0])
 
 

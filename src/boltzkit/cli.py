@@ -21,7 +21,7 @@ import torch
 from . import __version__, data as datasets, exact, io, monitor, plot
 from .errors import BoltzkitError, DivergenceError
 from .rbm import RBM
-from .train import MetricCallback, Trainer, TrainingConfig
+from .train import Callback, MetricCallback, Trainer, TrainingConfig
 
 #: exact log-likelihood is logged during training when the hidden layer has at most this many units
 LIVE_EXACT_HIDDEN = 20
@@ -84,35 +84,109 @@ def _model_samples(rbm: RBM, n: int, steps: int, seed: int) -> np.ndarray:
         return rbm.visible_mean(rbm.sample_hidden(v, g)).cpu().numpy()
 
 
+class _SaveEachEpoch(Callback):
+    """Writes the checkpoint, with everything a bit-for-bit resume needs, after every epoch."""
+
+    def __init__(self, out: Path, extra: dict[str, Any]) -> None:
+        self.out, self.extra = out, extra
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        save_run(self.out, trainer, self.extra)
+
+
+def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
+    tensors, state = trainer.training_state()
+    io.save(out, trainer.rbm, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
+            state=tensors)
+
+
+def _layer_types(values: list[str] | None) -> tuple[int, str]:
+    """``--hidden`` may be given as a count, a unit type, or both (``--hidden 100 --hidden relu``)."""
+    count, kind = 20, "bernoulli"
+    for value in values or []:
+        if value.isdigit() or value.lstrip("-").isdigit():
+            count = int(value)
+        else:
+            kind = value
+    return count, kind
+
+
+def prepare_data(x: np.ndarray, visible: str, standardise: dict[str, list[float]] | None = None
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Data in the form the visible units take: one-hot for ``softmax:K`` (from integer codes
+    0..K−1), standardised columns for ``gaussian`` (statistics returned for config.json)."""
+    name, _, argument = visible.partition(":")
+    if name == "softmax":
+        k = int(argument or 0)
+        codes = np.asarray(x)
+        if k < 2 or not np.all((codes == np.round(codes)) & (codes >= 0) & (codes < k)):
+            raise BoltzkitError(f"softmax:{argument} data must be integer codes 0..{k - 1} (one column per variable)")
+        return np.eye(k, dtype=np.float32)[codes.astype(np.int64)].reshape(len(codes), -1), {}
+    if name == "gaussian":
+        if standardise is None:
+            mean, std = x.mean(0), x.std(0)
+            standardise = {"mean": mean.tolist(), "std": np.where(std > 1e-8, std, 1.0).tolist()}
+        mean, std = np.asarray(standardise["mean"]), np.asarray(standardise["std"])
+        if mean.shape[0] != x.shape[1]:
+            raise BoltzkitError(f"data has {x.shape[1]} columns but the model has {mean.shape[0]} visible units")
+        return ((x - mean) / std).astype(np.float32), {"standardise": standardise}
+    return x, {}
+
+
+def to_data_units(samples: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+    """Undo :func:`prepare_data`'s standardisation so samples come back in data units."""
+    if "standardise" in config:
+        return samples * np.asarray(config["standardise"]["std"]) + np.asarray(config["standardise"]["mean"])
+    return samples
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    x_np = load_data(args.data, args.key, args.binarize)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            momentum=args.momentum, initial_momentum=args.momentum,
-                            weight_decay=args.weight_decay, method=args.method, k=args.k,
-                            n_chains=args.chains, seed=args.seed)
-    rbm = RBM(x_np.shape[1], args.hidden, seed=args.seed, dtype=dtype, device=device)
-    x = torch.from_numpy(x_np).to(device, dtype)
+    n_hidden, hidden_type = _layer_types(args.hidden)
+    x_raw = load_data(args.data, args.key, args.binarize)
+    resume_config, resume_tensors = None, None
+    if args.resume:
+        rbm, resume_config, resume_tensors = io.load(args.resume, device=device)
+        if "training_state" not in resume_config:
+            raise BoltzkitError(f"{args.resume} holds no training state to resume from")
+        x_np, data_info = prepare_data(x_raw, rbm.visible.spec(), resume_config.get("standardise"))
+        saved = dict(resume_config["training"])
+        saved["epochs"] = args.epochs
+        config = TrainingConfig(**saved)
+    else:
+        x_np, data_info = prepare_data(x_raw, args.visible)
+        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                momentum=args.momentum, initial_momentum=args.momentum,
+                                weight_decay=args.weight_decay, method=args.method, k=args.k,
+                                n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule)
+        n_visible = x_np.shape[1] // max(1, int(args.visible.partition(":")[2] or 1)) \
+            if args.visible.startswith("softmax") else x_np.shape[1]
+        rbm = RBM(n_visible, n_hidden, visible=args.visible, hidden=hidden_type, seed=args.seed,
+                  dtype=dtype, device=device)
+    x = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
     rbm.check_data(x, args.data or "embedded data")
     out = Path(args.out)
-    trainer = Trainer(rbm, config, callbacks=_metric_callbacks(rbm, x, config.epochs),
+    extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test", **data_info}
+    trainer = Trainer(rbm, config, callbacks=_metric_callbacks(rbm, x, config.epochs) + [_SaveEachEpoch(out, extra)],
                       progress=not args.quiet)
-    extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test"}
+    if resume_config is not None:
+        trainer.load_training_state(resume_tensors, resume_config["training_state"])
     status = 0
     try:
         trainer.fit(x)
     except DivergenceError as e:
         print(f"boltzkit: {e}", file=sys.stderr)
         status = 1
-    io.save(out, rbm, extra={**extra, "epochs_done": trainer.epoch})
+    save_run(out, trainer, extra)
     _write_metrics(out / "metrics.csv", trainer.history)
     if trainer.history:
         plot.save_curves(trainer.history, out / "curves.png")
-    if rbm.visible.kind == "bernoulli" or rbm.visible.kind.startswith("gauss"):
+    if rbm.visible.kind in ("bernoulli", "gaussian", "spin"):
         plot.save_filters(rbm.weight.detach().cpu().numpy(), out / "filters.png")
-        plot.save_grid(_model_samples(rbm, 64, 1000, args.seed), out / "samples.png",
-                       title="samples (1000 Gibbs sweeps)", normalise=False)
+        samples = to_data_units(_model_samples(rbm, 64, 1000, config.seed), data_info)
+        plot.save_grid(samples, out / "samples.png", title="samples (1000 Gibbs sweeps)",
+                       normalise=rbm.visible.kind != "bernoulli")
     last = trainer.history[-1] if trainer.history else {}
     summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "lr"))
     print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, PNGs); {summary}")
@@ -120,10 +194,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    rbm, _, _ = io.load(args.model, device=_device(args.device))
-    samples = _model_samples(rbm, args.n, args.steps, args.seed)
+    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed), config)
     png = Path(args.png) if args.png else Path(args.model) / "samples.png"
-    plot.save_grid(samples, png, title=f"{args.n} samples, {args.steps} Gibbs sweeps", normalise=False)
+    plot.save_grid(samples, png, title=f"{args.n} samples, {args.steps} Gibbs sweeps",
+                   normalise=rbm.visible.kind != "bernoulli")
     if args.npy:
         buffer = _io.BytesIO()
         np.save(buffer, samples)
@@ -152,8 +227,10 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rbm, _, _ = io.load(args.model, device=_device(args.device))
-    x = torch.from_numpy(load_data(args.data, args.key, args.binarize)).to(rbm.weight.device, rbm.weight.dtype)
+    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
+                           config.get("standardise"))
+    x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
     rbm.check_data(x, args.data)
     result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed)
     if args.json:
@@ -180,12 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an RBM and write a checkpoint with pictures")
     data_options(t, required=False)
-    t.add_argument("--hidden", type=int, default=20, help="hidden units (default 20)")
+    t.add_argument("--hidden", action="append", metavar="N|TYPE",
+                   help="hidden units (default 20) and/or their type: bernoulli (default), relu, spin; "
+                        "repeat to give both, e.g. --hidden 100 --hidden relu")
+    t.add_argument("--visible", default="bernoulli", metavar="TYPE",
+                   help="bernoulli (default), spin, gaussian, gaussian:learned, softmax:K (data as codes 0..K-1)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR up to --epochs in total")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=100)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--momentum", type=float, default=TrainingConfig.momentum)
     t.add_argument("--weight-decay", type=float, default=TrainingConfig.weight_decay)
+    t.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
+                   help="linear decay to 0 over the planned epochs (default), or constant")
     t.add_argument("--method", choices=["cd", "pcd"], default="pcd")
     t.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update")
     t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch size)")
@@ -218,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("hidden", "epochs", "batch_size", "k", "chains", "n", "steps"):
+    if getattr(args, "hidden", None) is not None:
+        n_hidden, _ = _layer_types(args.hidden)
+        if n_hidden < 1:
+            raise BoltzkitError(f"--hidden must be at least 1, got {n_hidden}")
+    for name in ("epochs", "batch_size", "k", "chains", "n", "steps"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise BoltzkitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -1,4 +1,5 @@
-"""Checkpoints: ``model.safetensors`` (tensors) + ``config.json`` (everything else).
+"""Checkpoints: ``model.safetensors`` (parameters) + ``config.json`` (everything else),
+and optionally ``training_state.safetensors`` (optimizer buffers, chains, RNG states).
 
 Both files are written atomically (a temporary file in the same directory, then
 ``os.replace``), and ``config.json`` records the SHA-256 of the tensor file so that a
@@ -23,6 +24,7 @@ from .rbm import RBM
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+STATE_FILE = "training_state.safetensors"
 FORMAT = "boltzkit-checkpoint"
 FORMAT_VERSION = 1
 
@@ -61,18 +63,21 @@ def save(directory: str | Path, rbm: RBM, extra: dict[str, Any] | None = None,
          state: dict[str, torch.Tensor] | None = None) -> Path:
     """Save ``rbm`` (and optional extra config and training-state tensors) to ``directory``.
 
-    The tensor file holds exactly :meth:`RBM.named_tensors` (e.g. ``weight`` of shape
-    n_visible·K × n_hidden, ``visible_bias``, ``hidden_bias``) plus ``state.<name>`` entries.
+    ``model.safetensors`` holds exactly :meth:`RBM.named_tensors` (e.g. ``weight`` of shape
+    n_visible·K × n_hidden, ``visible_bias``, ``hidden_bias``); ``state`` tensors go to
+    ``training_state.safetensors``.
     """
     from . import __version__
 
     directory = Path(directory)
-    tensors = dict(rbm.named_tensors())
-    tensors.update({f"state.{k}": v for k, v in (state or {}).items()})
-    blob = _tensor_bytes(tensors)
+    blob = _tensor_bytes(rbm.named_tensors())
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
               **rbm.config(), "tensors": sorted(rbm.named_tensors()),
               "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
+    if state:
+        state_blob = _tensor_bytes(state)
+        config["state_sha256"] = hashlib.sha256(state_blob).hexdigest()
+        atomic_write_bytes(directory / STATE_FILE, state_blob)
     atomic_write_bytes(directory / MODEL_FILE, blob)
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return directory
@@ -97,13 +102,14 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_tensors(directory: str | Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint, after checking the file against the config's SHA-256."""
-    path = Path(directory) / MODEL_FILE
+def load_tensors(directory: str | Path, config: dict[str, Any], name: str = MODEL_FILE,
+                 digest_key: str = "sha256") -> dict[str, torch.Tensor]:
+    """The tensors of one file of a checkpoint, after checking it against the config's SHA-256."""
+    path = Path(directory) / name
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
     blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != config.get("sha256"):
+    if hashlib.sha256(blob).hexdigest() != config.get(digest_key):
         raise CheckpointError(f"{path} does not match its config.json (truncated or replaced)")
     try:
         return load_file(str(path))
@@ -129,5 +135,5 @@ def load(directory: str | Path, device: str | torch.device | None = None
                                   f"the config implies {tuple(p.shape)}")
         with torch.no_grad():
             p.copy_(tensors[name])
-    state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
+    state = load_tensors(directory, config, STATE_FILE, "state_sha256") if "state_sha256" in config else {}
     return rbm, config, state

@@ -265,6 +265,32 @@ class CFRBM:
                     rbm.set_context(None)
             return rbm.visible_mean(p_hidden).reshape(users.shape[0], self.n_items_, self.n_levels_)
 
+    def _exact_probabilities(self, users: Tensor, items: Tensor, extra_context: Tensor | None = None) -> Tensor:
+        """p(v_q = k | V without q) exactly, per (users[j], items[j]) pair: (pairs, K).
+
+        log p(v_q = k | V) = b_qk + Σ_j softplus(a_j − Σ_l V_ql W_qlj + W_qkj) + const,
+        a = c + V W (+ r D) the user's hidden field.
+        """
+        rbm, k = self.rbm_, self.n_levels_
+        with torch.no_grad():
+            unique, local = torch.unique(users, return_inverse=True)
+            v, _ = self._one_hot(self.codes_[unique])
+            if self.conditional:
+                r = self._context_rows(unique)
+                if extra_context is not None:
+                    r = torch.maximum(r, extra_context.to(self.dtype))
+                rbm.set_context(r)
+            try:
+                field = rbm.hidden_field(v)[local]
+            finally:
+                if self.conditional:
+                    rbm.set_context(None)
+            w_q = rbm.weight.view(self.n_items_, k, -1)[items]                 # (P, K, H)
+            v_q = v.view(unique.shape[0], self.n_items_, k)[local, items]      # (P, K)
+            field = field - torch.einsum("pk,pkh->ph", v_q, w_q)
+            logits = rbm.visible.bias.view(self.n_items_, k)[items] + F.softplus(field.unsqueeze(1) + w_q).sum(-1)
+            return torch.softmax(logits, -1)
+
     def _expected(self, probs: Tensor) -> Tensor:
         levels = torch.arange(1, self.n_levels_ + 1, dtype=probs.dtype)
         return probs @ levels

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .errors import ConfigurationError
 from .rbm import RBM
 
 
@@ -44,3 +45,150 @@ class PersistentChains:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.state = state.get("chains")
+
+
+def tempering_betas(replicas: int, spacing: str = "linear", beta_min: float | None = None) -> list[float]:
+    """Inverse temperatures 1 = β_1 > … > β_R ≥ 0 for :class:`ParallelTempering`.
+
+    ``"linear"``: β_r = 1 − (1 − β_min)(r−1)/(R−1), β_min defaults to 0 (at β = 0 every
+    configuration is equally likely).  ``"geometric"``: β_r =
+    β_min^((r−1)/(R−1)), β_min defaults to 0.1 and must be positive.
+    """
+    if replicas < 1:
+        raise ConfigurationError(f"parallel tempering needs at least 1 replica, got {replicas}")
+    if replicas == 1:
+        return [1.0]
+    steps = [r / (replicas - 1) for r in range(replicas)]
+    if spacing == "linear":
+        low = 0.0 if beta_min is None else float(beta_min)
+        if not 0.0 <= low < 1.0:
+            raise ConfigurationError(f"beta_min must be in [0, 1), got {low}")
+        return [1.0 - (1.0 - low) * t for t in steps]
+    if spacing == "geometric":
+        low = 0.1 if beta_min is None else float(beta_min)
+        if not 0.0 < low < 1.0:
+            raise ConfigurationError(f"geometric spacing needs beta_min in (0, 1), got {low}")
+        return [low ** t for t in steps]
+    raise ConfigurationError(f"unknown spacing {spacing!r}; choose linear or geometric")
+
+
+class ParallelTempering(PersistentChains):
+    """Persistent chains with R tempered replicas each (Desjardins et al. 2010).
+
+    Replica r of every chain samples p_βr(v) ∝ exp(−F_βr(v)), where F_β is the free energy
+    of the model with energy βE (hidden units summed out; for binary hidden units
+    F_β(v) = −β bᵀv − Σ_j softplus(β(c_j + (vᵀW)_j)), which is *not* β F(v)).  The state
+    holds the replicas temperature-major: rows ``r·n … (r+1)·n − 1`` are the n chains at β_r,
+    so rows ``0 … n−1`` (β_1 = 1) are samples of the model itself.
+
+    One :meth:`advance` step is a block-Gibbs sweep of all replicas at once (β passed as a
+    ``(rows, 1)`` tensor) followed by a round of swaps between neighbouring temperatures
+    (pairs (1,2), (3,4), … and (2,3), (4,5), … on alternate steps).  States v_i at β_i and
+    v_j at β_j are exchanged with the Metropolis probability of the product distribution::
+
+        log A = [−F_βi(v_j) − F_βj(v_i)] − [−F_βi(v_i) − F_βj(v_j)],   accept if u < e^{log A}
+
+    using :meth:`RBM.free_energy` at each β (exact for every unit type).  Acceptance counts
+    per neighbouring pair are kept in :attr:`swap_accepted` / :attr:`swap_attempts`;
+    :attr:`swap_rates` is their ratio.
+
+    Parameters
+    ----------
+    betas:
+        Inverse temperatures, β_1 = 1 ≥ β_2 ≥ … ≥ β_R ≥ 0 (default: 10 linearly spaced
+        from 1 to 0, see :func:`tempering_betas`).
+    n_chains:
+        Chains per temperature (default: the first batch size).
+    """
+
+    def __init__(self, betas: list[float] | None = None, n_chains: int | None = None) -> None:
+        super().__init__(n_chains)
+        betas = tempering_betas(10) if betas is None else [float(b) for b in betas]
+        if not betas or betas[0] != 1.0:
+            raise ConfigurationError(f"the first inverse temperature must be 1, got {betas[:1]}")
+        if any(b < 0 for b in betas) or any(a < b for a, b in zip(betas, betas[1:])):
+            raise ConfigurationError(f"inverse temperatures must be non-increasing and ≥ 0, got {betas}")
+        self.betas = torch.tensor(betas, dtype=torch.float64)
+        self.swap_accepted = torch.zeros(max(len(betas) - 1, 0), dtype=torch.int64)
+        self.swap_attempts = torch.zeros_like(self.swap_accepted)
+        self.parity = 0
+
+    @property
+    def replicas(self) -> int:
+        return len(self.betas)
+
+    @property
+    def swap_rates(self) -> Tensor:
+        """Fraction of accepted swaps for each pair (β_r, β_r+1); NaN where none was tried."""
+        return self.swap_accepted.double() / self.swap_attempts.double()
+
+    def initialise(self, v_data: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Every replica of a chain starts at the same training row."""
+        rows = super().initialise(v_data, generator)
+        self.state = rows.repeat(self.replicas, 1)
+        return self.state
+
+    def model_samples(self) -> Tensor:
+        """The β = 1 replicas (a view of the state)."""
+        return self.state[: self.state.shape[0] // self.replicas]
+
+    def advance(self, rbm: RBM, v_data: Tensor, steps: int,
+                generator: torch.Generator | None = None) -> Tensor:
+        """``steps`` times: one Gibbs sweep of every replica, then one round of swaps.
+
+        Returns the β = 1 replicas.
+        """
+        if self.state is None or self.state.shape[1] != v_data.shape[1]:
+            self.initialise(v_data, generator)
+        n = self.state.shape[0] // self.replicas
+        beta = self.betas.to(self.state.device, self.state.dtype).repeat_interleave(n).unsqueeze(1)
+        with torch.no_grad():
+            for _ in range(steps):
+                self.state = rbm.gibbs_step(self.state, generator, beta)
+                self.swap(rbm, generator)
+        return self.model_samples()
+
+    def swap(self, rbm: RBM, generator: torch.Generator | None = None) -> None:
+        """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2)."""
+        R = self.replicas
+        lower = list(range(self.parity, R - 1, 2))
+        self.parity = 1 - self.parity
+        if not lower:
+            return
+        state, device = self.state, self.state.device
+        n = state.shape[0] // R
+        pairs = torch.tensor(lower, device=device)
+        offsets = torch.arange(n, device=device)
+        rows_i = (pairs.unsqueeze(1) * n + offsets).reshape(-1)   # replicas at β_i
+        rows_j = rows_i + n                                          # their neighbours at β_j
+        betas = self.betas.to(device, state.dtype)
+        beta_i = betas[pairs].repeat_interleave(n)
+        beta_j = betas[pairs + 1].repeat_interleave(n)
+        v_i, v_j = state[rows_i], state[rows_j]
+        # F_βi(v_i), F_βj(v_j), F_βi(v_j), F_βj(v_i) in one call
+        f = rbm.free_energy(torch.cat([v_i, v_j, v_j, v_i]),
+                            torch.cat([beta_i, beta_j, beta_i, beta_j]).unsqueeze(1)).reshape(4, -1)
+        log_accept = (f[0] + f[1]) - (f[2] + f[3])
+        u = torch.rand(log_accept.shape, generator=generator, dtype=state.dtype, device=device)
+        accept = u < torch.exp(log_accept)
+        perm = torch.arange(state.shape[0], device=device)
+        perm[rows_i[accept]] = rows_j[accept]
+        perm[rows_j[accept]] = rows_i[accept]
+        self.state = state[perm]
+        counts = accept.reshape(len(lower), n).sum(1).cpu()
+        self.swap_accepted[lower] += counts
+        self.swap_attempts[lower] += n
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = {"betas": self.betas, "swap_accepted": self.swap_accepted,
+                 "swap_attempts": self.swap_attempts, "parity": torch.tensor(self.parity)}
+        if self.state is not None:
+            state["chains"] = self.state
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.state = state.get("chains")
+        for name in ("betas", "swap_accepted", "swap_attempts"):
+            if name in state:
+                setattr(self, name, state[name].cpu().clone())
+        self.parity = int(state["parity"]) if "parity" in state else 0

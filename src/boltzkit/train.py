@@ -108,6 +108,7 @@ class Trainer:
         cfg = self.config
         self.device, self.dtype = self.rbm.weight.device, self.rbm.weight.dtype
         self.stop = False
+        self._pending_scheduler: dict[str, Any] | None = None
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.shuffle_generator = torch.Generator().manual_seed(cfg.seed + 1)
         if self.estimator is None:
@@ -126,6 +127,48 @@ class Trainer:
         total = self.config.epochs * batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: max(0.0, 1.0 - step / total))
+        if self._pending_scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler)
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr  # the constructor reset it to the initial value
+
+    # -- resume ---------------------------------------------------------------------------
+    def training_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything beyond the parameters that a bit-for-bit resume needs.
+
+        Tensors: optimizer buffers, estimator state (persistent chains), both RNG states.
+        JSON: epoch, history, optimizer hyper-parameters, scheduler counters.
+        """
+        opt = self.optimizer.state_dict()
+        tensors = {f"optimizer.{i}.{key}": value for i, state in opt["state"].items()
+                   for key, value in state.items() if isinstance(value, Tensor)}
+        tensors.update({f"estimator.{k}": v for k, v in self.estimator.state_dict().items()})
+        tensors["rng.sampling"] = self.generator.get_state()
+        tensors["rng.shuffle"] = self.shuffle_generator.get_state()
+        numbers = {f"{i}.{key}": value for i, state in opt["state"].items()
+                   for key, value in state.items() if not isinstance(value, Tensor)}
+        scheduler = self.scheduler.state_dict() if self.scheduler is not None else None
+        return tensors, {"epoch": self.epoch, "history": self.history, "param_groups": opt["param_groups"],
+                         "optimizer_numbers": numbers, "scheduler": scheduler}
+
+    def load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (after the parameters are loaded)."""
+        per_param: dict[int, dict[str, Any]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, index, key = name.split(".", 2)
+                per_param.setdefault(int(index), {})[key] = value.to(self.device)
+        for name, value in state.get("optimizer_numbers", {}).items():
+            index, key = name.split(".", 1)
+            per_param.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+        self.estimator.load_state_dict({k.removeprefix("estimator."): v.to(self.device)
+                                        for k, v in tensors.items() if k.startswith("estimator.")})
+        self.generator.set_state(tensors["rng.sampling"])
+        self.shuffle_generator.set_state(tensors["rng.shuffle"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        self._pending_scheduler = state.get("scheduler")
 
     def _set_momentum(self, epoch: int) -> None:
         cfg = self.config
