@@ -36,6 +36,11 @@ MODELS: dict[str, Callable[[], Any]] = {
 }
 SKIPPED: dict[str, str] = {}
 
+from boltzkit.recommend import CFRBM  # noqa: E402
+
+MODELS["RBM (CF, softmax visibles)"] = lambda: CFRBM(n_hidden=100)
+MODELS["conditional RBM (CF)"] = lambda: CFRBM(n_hidden=100, conditional=True)
+
 
 class SurpriseSVD:
     """scikit-surprise's SVD with its default hyper-parameters behind the fit/predict protocol.

@@ -148,3 +148,33 @@ def test_hidden_count_and_type_together(tmp_path, small_data):
                      "--method", "cd", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["hidden"] == "relu" and config["n_hidden"] == 7
+
+
+def test_evaluate_with_ais_brackets_the_exact_value(trained, small_data, capsys):
+    assert cli.main(["evaluate", str(trained), "--data", str(small_data), "--method", "ais", "--betas", "500",
+                     "--chains", "50", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rbm, _, _ = io.load(trained)
+    log_z = exact.log_partition(rbm)
+    low, high = result["log_partition_interval"]
+    assert result["method"] == "ais" and low <= log_z <= high
+    assert abs(result["log_partition"] - log_z) < 0.05 and 1 <= result["ess"] <= 50
+
+
+def test_gradcheck_reports_every_estimator(trained, small_data, capsys, tmp_path):
+    png = tmp_path / "g.png"
+    assert cli.main(["gradcheck", str(trained), "--data", str(small_data), "--repeats", "3", "--rows", "100",
+                     "--json", "--png", str(png), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"CD-1", "CD-10", "PCD-1", "FPCD-1", "PT-1 (10 replicas)", "centered PCD-1"} <= set(result)
+    assert all(-1 <= row["cosine"] <= 1 for row in result.values())
+    assert png.stat().st_size > 0
+
+
+@pytest.mark.parametrize("method", ["pt", "fpcd"])
+def test_train_with_other_estimators(tmp_path, small_data, method):
+    out = tmp_path / method
+    assert cli.main(["train", "--data", str(small_data), "--hidden", "4", "--epochs", "2", "--method", method,
+                     "--centered", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["method"] == method and config["training"]["centered"] is True

@@ -10,7 +10,7 @@ import torch
 
 from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.estimators import _autograd_gradient, write_gradient
-from boltzkit.exact import log_likelihood_gradient, log_partition
+from boltzkit.exact import log_likelihood, log_likelihood_gradient, log_partition
 from boltzkit.rbm import RBM
 from boltzkit.units import Softmax, make_units
 
@@ -117,7 +117,6 @@ def test_exact_gradient_of_softmax_rbm_vs_finite_differences():
     rbm = random_rbm(2, 3, visible="softmax:3", scale=0.5)
     data = all_one_hot(2, 3)[[0, 4, 4, 7]]
     grad = log_likelihood_gradient(rbm, data)
-    from boltzkit.exact import log_likelihood
     eps = 1e-6
     for name in ("weight", "visible_bias"):
         p = dict(rbm.named_tensors())[name]

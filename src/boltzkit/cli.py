@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import __version__, data as datasets, exact, io, monitor, plot
+from . import __version__, ais, data as datasets, exact, gradcheck, io, monitor, plot
 from .errors import BoltzkitError, DivergenceError
 from .rbm import RBM
 from .train import Callback, MetricCallback, Trainer, TrainingConfig
@@ -159,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 momentum=args.momentum, initial_momentum=args.momentum,
                                 weight_decay=args.weight_decay, method=args.method, k=args.k,
-                                n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule)
+                                n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule,
+                                centered=args.centered, replicas=args.replicas)
         n_visible = x_np.shape[1] // max(1, int(args.visible.partition(":")[2] or 1)) \
             if args.visible.startswith("softmax") else x_np.shape[1]
         rbm = RBM(n_visible, n_hidden, visible=args.visible, hidden=hidden_type, seed=args.seed,
@@ -217,9 +218,13 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
         log_z = exact.log_partition(rbm)
         result.update(log_partition=log_z, log_likelihood=exact.log_likelihood(rbm, x, log_z))
     else:
-        from . import ais  # AIS lands with its own module
-
-        result.update(ais.evaluate(rbm, x, method=method, n_chains=chains, n_betas=betas, seed=seed))
+        run = ais.ais if method == "ais" else ais.reverse_ais
+        estimate = run(rbm, x, n_chains=chains, betas=betas, seed=seed)
+        ll = ais.log_likelihood(rbm, x, estimate)
+        result.update(log_partition=estimate.log_z,
+                      log_partition_interval=[estimate.log_z_low, estimate.log_z_high],
+                      log_likelihood=ll.mean, log_likelihood_interval=[ll.low, ll.high],
+                      ess=estimate.ess, chains=chains, betas=estimate.n_betas)
     result["reconstruction_error"] = monitor.reconstruction_error(rbm, x)
     if rbm.visible.kind == "bernoulli":
         result["pseudo_log_likelihood"] = monitor.pseudo_log_likelihood(rbm, x)
@@ -238,6 +243,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    return 0
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from .estimators import make_estimator
+
+    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
+                           config.get("standardise"))
+    x = torch.from_numpy(x_np[: args.rows]).to(rbm.weight.device, rbm.weight.dtype)
+    rbm.check_data(x, args.data)
+    if not exact.is_tractable(rbm):
+        raise BoltzkitError("gradcheck needs the exact gradient: the smaller layer must have ≤ 25 units")
+    chains = x.shape[0]
+    estimators = {f"CD-{k}": make_estimator("cd", k) for k in args.k}
+    estimators.update({"PCD-1": make_estimator("pcd", 1, chains), "FPCD-1": make_estimator("fpcd", 1, chains),
+                       "PT-1 (10 replicas)": make_estimator("pt", 1, chains),
+                       "centered PCD-1": make_estimator("pcd", 1, chains, centered=True)})
+    result = gradcheck.gradient_quality(rbm, x, estimators, repeats=args.repeats, seed=args.seed)
+    png = Path(args.png) if args.png else Path(args.model) / "gradcheck.png"
+    gradcheck.plot_gradient_quality(result, png)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{'estimator':>20} {'|bias|':>10} {'variance':>10} {'cosine':>8}")
+        for name, row in result.items():
+            print(f"{name:>20} {row['bias_norm']:10.4g} {row['variance']:10.4g} {row['cosine']:8.3f}")
+        print(f"wrote {png}")
     return 0
 
 
@@ -270,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=TrainingConfig.weight_decay)
     t.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
                    help="linear decay to 0 over the planned epochs (default), or constant")
-    t.add_argument("--method", choices=["cd", "pcd"], default="pcd")
+    t.add_argument("--method", choices=["cd", "pcd", "pt", "fpcd"], default="pcd",
+                   help="negative phase: CD-k, persistent CD (default), parallel tempering, fast PCD")
+    t.add_argument("--replicas", type=int, default=10, help="temperatures for --method pt")
+    t.add_argument("--centered", action="store_true", help="centered gradient")
     t.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update")
     t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch size)")
     t.add_argument("--seed", type=int, default=0)
@@ -298,6 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("gradcheck", help="bias, variance and cosine of CD/PCD/FPCD/PT gradients vs exact")
+    g.add_argument("model", metavar="DIR")
+    data_options(g, required=True)
+    g.add_argument("--k", type=int, nargs="+", default=[1, 10], help="CD-k variants to compare")
+    g.add_argument("--repeats", type=int, default=20)
+    g.add_argument("--rows", type=int, default=1000, help="data rows used (default 1000)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--png", metavar="FILE", help="default: DIR/gradcheck.png")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_gradcheck)
     return parser
 
 
@@ -308,6 +355,7 @@ def _check_positive(args: argparse.Namespace) -> None:
             raise BoltzkitError(f"--hidden must be at least 1, got {n_hidden}")
     for name in ("epochs", "batch_size", "k", "chains", "n", "steps"):
         value = getattr(args, name, None)
+        value = min(value) if isinstance(value, list) else value
         if value is not None and value < 1:
             raise BoltzkitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     for name in ("lr",):

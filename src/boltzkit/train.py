@@ -35,6 +35,9 @@ class TrainingConfig:
     method: str = "pcd"
     k: int = 1
     n_chains: int | None = None         #: persistent chains; default: the batch size
+    centered: bool = False              #: centered gradient (Melchior et al. 2016)
+    replicas: int = 10                  #: parallel tempering: temperatures per chain
+    fast_lr: float | None = None        #: fast PCD: learning rate of the fast weights (default: lr)
     lr_schedule: str = "linear"         #: "linear" (decay to 0) or "constant"
     init_visible_bias: bool = True      #: log-odds of the data marginals
     seed: int = 0
@@ -112,7 +115,13 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.shuffle_generator = torch.Generator().manual_seed(cfg.seed + 1)
         if self.estimator is None:
-            self.estimator = make_estimator(cfg.method, cfg.k, cfg.n_chains or cfg.batch_size)
+            options: dict[str, Any] = {}
+            if cfg.method == "pt":
+                options["replicas"] = cfg.replicas
+            if cfg.method == "fpcd":
+                options["fast_lr"] = cfg.lr if cfg.fast_lr is None else cfg.fast_lr
+            self.estimator = make_estimator(cfg.method, cfg.k, cfg.n_chains or cfg.batch_size,
+                                            centered=cfg.centered, **options)
         if self.optimizer is None:
             decay = [self.rbm.weight]
             rest = [p for p in self.rbm.parameters() if p is not self.rbm.weight]
