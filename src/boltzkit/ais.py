@@ -136,11 +136,6 @@ def _schedule(betas: int | Tensor | None) -> Tensor:
 
 
 def _check_model(rbm: RBM) -> None:
-    if not rbm.visible.linear:
-        raise ConfigurationError(
-            f"AIS interpolates the visible bias (1−β) b_A + β b_B, which is exact only for "
-            f"visible units with E_self(v) = −bᵀv (bernoulli, softmax, spin…); "
-            f"{rbm.visible.kind} visible units are not supported")
     if not rbm.hidden.discrete:
         raise ConfigurationError(
             f"AIS needs a discrete hidden layer (its β = 0 term must be finite); "
@@ -266,7 +261,12 @@ def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: f
     if data is not None and base_bias is not None:
         raise ConfigurationError("give the base model either as data or as base_bias, not both")
     device, dtype = rbm.weight.device, rbm.weight.dtype
-    if base_bias is None:
+    if not rbm.visible.linear:
+        # (1−β) b_A + β b_B interpolates the visible bias exactly only when E_self(v) = −bᵀv;
+        # other visible types (Gaussian) keep the model's own visible layer in the base
+        # model, b_A = b_B, and only the couplings are annealed.
+        base_bias = rbm.visible.bias.detach().clone()
+    elif base_bias is None:
         base_bias = base_visible_bias(rbm, data, smoothing)
     else:
         base_bias = torch.as_tensor(base_bias).detach().to(device, dtype).reshape(-1)

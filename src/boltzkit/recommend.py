@@ -29,6 +29,11 @@ states of the query item::
 
 where V is the user's training ratings only: a test rating is never an input.
 
+Defaults were tuned on one 80/20 split of MovieLens-100k (F = 100, 30 epochs, batches of 10
+users, lr 0.05, momentum 0.5, weight decay 1e-3): there the test RMSE is about 0.957, against
+0.937 for the bias baseline μ + b_u + b_i — the RBM does *not* beat it on this small data set
+(it overfits: training RMSE ≈ 0.76).  Momentum 0.9 at lr 0.1 was clearly worse (≈ 0.985).
+
 Example::
 
     train, test = split_ratings(load_ratings("u.data"), 0.2, seed=0)
@@ -118,7 +123,7 @@ class CFRBM:
     user × item matrix, 0 = unrated), ``context_`` (r, conditional model only), ``history_``.
     """
 
-    def __init__(self, n_hidden: int = 100, epochs: int = 15, lr: float = 0.1, momentum: float = 0.9,
+    def __init__(self, n_hidden: int = 100, epochs: int = 30, lr: float = 0.05, momentum: float = 0.5,
                  weight_decay: float = 1e-3, batch_size: int = 10,
                  cd_schedule: tuple[tuple[int, int], ...] | None = None, conditional: bool = False,
                  weight_scale: float = 0.01, seed: int = 0, dtype: torch.dtype = torch.float32,
