@@ -125,7 +125,9 @@ def prepare_data(x: np.ndarray, visible: str, standardise: dict[str, list[float]
     if name == "gaussian":
         if standardise is None:
             mean, std = x.mean(0), x.std(0)
-            standardise = {"mean": mean.tolist(), "std": np.where(std > 1e-8, std, 1.0).tolist()}
+            # floor: a near-constant column (an MNIST border pixel) must not blow up to 50σ
+            std = np.maximum(std, 0.1 * std.mean()) if std.mean() > 0 else np.ones_like(std)
+            standardise = {"mean": mean.tolist(), "std": std.tolist()}
         mean, std = np.asarray(standardise["mean"]), np.asarray(standardise["std"])
         if mean.shape[0] != x.shape[1]:
             raise BoltzkitError(f"data has {x.shape[1]} columns but the model has {mean.shape[0]} visible units")

@@ -220,7 +220,7 @@ class Centering:
         return self.visible_offset, self.hidden_offset
 
 
-class ParallelTemperingEstimator(Estimator):
+class ParallelTemperingEstimator(PersistentContrastiveDivergence):
     """PT (Desjardins et al. 2010): persistent chains with tempered replicas that swap.
 
     Each update moves every replica ``k`` Gibbs sweeps (each followed by a round of swaps,
@@ -234,9 +234,7 @@ class ParallelTemperingEstimator(Estimator):
     def __init__(self, k: int = 1, n_chains: int | None = None, replicas: int = 10,
                  betas: list[float] | None = None, spacing: str = "linear",
                  beta_min: float | None = None) -> None:
-        if k < 1:
-            raise ConfigurationError(f"k must be at least 1, got {k}")
-        self.k = k
+        super().__init__(k, n_chains)
         if betas is None:
             betas = tempering_betas(replicas, spacing, beta_min)
         self.chains = ParallelTempering(betas, n_chains)
@@ -244,17 +242,6 @@ class ParallelTemperingEstimator(Estimator):
     @property
     def swap_rates(self) -> Tensor:
         return self.chains.swap_rates
-
-    def negative_phase(self, rbm, v_data, hidden_field, generator, mask):
-        if mask is not None:
-            raise ConfigurationError("persistent chains cannot follow per-example masks; use CD")
-        return self.chains.advance(rbm, v_data, self.k, generator)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return self.chains.state_dict()
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.chains.load_state_dict(state)
 
 
 PT = ParallelTemperingEstimator
