@@ -240,6 +240,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
     rbm.check_data(x, args.data)
     result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed)
+    if "standardise" in config:
+        # density of the data, not of the standardised data: log p(x) = log p(z) − Σ_i log σ_i
+        shift = -float(np.log(np.asarray(config["standardise"]["std"])).sum())
+        result["log_likelihood"] += shift
+        if "log_likelihood_interval" in result:
+            result["log_likelihood_interval"] = [v + shift for v in result["log_likelihood_interval"]]
+        result["log_likelihood_units"] = "data units (standardisation Jacobian included)"
     if args.json:
         print(json.dumps(result))
     else:
