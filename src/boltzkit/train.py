@@ -239,9 +239,9 @@ class Trainer:
             self.epoch = epoch
             good = self._snapshot()
             metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            self.history.append(metrics)  # callbacks fill it in place (and may save it)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, metrics)
-            self.history.append(metrics)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k not in ("epoch", "lr")})
         if bar is not None:
