@@ -8,16 +8,18 @@ same number of parameter updates and otherwise boltzkit's defaults, in one run::
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from boltzkit import exact
 from boltzkit.rbm import RBM
 from boltzkit.train import fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from exact_report import report, score  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized-mnist"
 
@@ -51,16 +53,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         fit(rbm, train, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, **METHODS[name])
         seconds = time.perf_counter() - start
-        log_z = exact.log_partition(rbm)
-        rows.append({"method": name, "test_log_likelihood": exact.log_likelihood(rbm, test, log_z),
-                     "log_partition": log_z, "train_seconds": seconds,
-                     "updates": a.epochs * (train.shape[0] // a.batch_size)})
-        print(json.dumps(rows[-1]), flush=True)
-    print("\n| method | exact test LL (nats) | log Z | training s |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['test_log_likelihood']:.2f} | {r['log_partition']:.2f} | {r['train_seconds']:.0f} |")
-    if a.out:
-        Path(a.out).write_text(json.dumps(rows, indent=2))
+        rows.append(score(name, rbm, test, seconds, updates=a.epochs * (train.shape[0] // a.batch_size)))
+    report(rows, a.out)
     return 0
 
 

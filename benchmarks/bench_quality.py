@@ -11,7 +11,6 @@ benchmark environment of requirements-bench.txt::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import load_binarized_mnist, train_rbms, train_sklearn  # noqa: E402
 
-from boltzkit import exact  # noqa: E402
+from exact_report import report, score  # noqa: E402
 from boltzkit.rbm import RBM  # noqa: E402
 from boltzkit.train import fit  # noqa: E402
 
@@ -74,18 +73,8 @@ def main(argv=None) -> int:
             for chains in a.rbms_chains:
                 out = train_rbms(x_train, num_chains=chains, gibbs_steps=1, **common)
                 runs.append((f"rbms 0.5.0, PCD-1, {chains} chains", {"rbm": as_rbm(out), **out}))
-    rows = []
-    for name, out in runs:
-        log_z = exact.log_partition(out["rbm"])
-        ll = exact.log_likelihood(out["rbm"], test, log_z)
-        rows.append({"model": name, "test_log_likelihood": ll, "log_partition": log_z,
-                     "train_seconds": out["seconds"]})
-        print(json.dumps(rows[-1]), flush=True)
-    print("\n| model | exact test LL (nats) | log Z | training s |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['test_log_likelihood']:.2f} | {r['log_partition']:.2f} | {r['train_seconds']:.1f} |")
-    if a.out:
-        Path(a.out).write_text(json.dumps(rows, indent=2))
+    rows = [score(name, out["rbm"], test, out["seconds"]) for name, out in runs]
+    report(rows, a.out)
     return 0
 
 
