@@ -19,7 +19,7 @@ from boltzkit.rbm import RBM
 from boltzkit.train import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exact_report import report, score  # noqa: E402
+from exact_report import add_setting_arguments, report, score  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized-mnist"
 
@@ -37,11 +37,7 @@ def main(argv=None) -> int:
     from scipy.io import loadmat
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    add_setting_arguments(p)
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--out")
     a = p.parse_args(argv)

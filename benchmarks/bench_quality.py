@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import load_binarized_mnist, train_rbms, train_sklearn  # noqa: E402
 
-from exact_report import report, score  # noqa: E402
+from exact_report import add_setting_arguments, report, score  # noqa: E402
 from boltzkit.rbm import RBM  # noqa: E402
 from boltzkit.train import fit  # noqa: E402
 
@@ -47,11 +47,7 @@ def as_rbm(out: dict) -> RBM:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    add_setting_arguments(p)
     p.add_argument("--which", nargs="+", default=["boltzkit", "sklearn", "rbms"])
     p.add_argument("--rbms-chains", type=int, nargs="+", default=[2000, 100],
                    help="rbms runs (its defaults need k=100: ~4 h on 2 cores, so PCD-1 is used)")

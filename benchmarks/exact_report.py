@@ -11,6 +11,15 @@ from boltzkit import exact
 from boltzkit.rbm import RBM
 
 
+def add_setting_arguments(parser) -> None:
+    """The shared benchmark setting: 20 hidden, 20 epochs, batch 100, lr 0.05, seed 0."""
+    parser.add_argument("--hidden", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def score(name: str, rbm: RBM, test: torch.Tensor, seconds: float, **extra) -> dict:
     """Exact test log-likelihood and log Z of one trained model, printed as a JSON line."""
     log_z = exact.log_partition(rbm)
