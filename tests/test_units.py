@@ -380,3 +380,23 @@ def test_relu_hidden_rbm_trains_and_enumerates_visible():
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
     fit(model, data, epochs=2, batch_size=20, lr=0.01, method="cd")
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_first_row_outside_finds_the_first_bad_row_across_blocks():
+    from boltzkit.units import first_row_outside
+    x = torch.zeros(10, 3)
+    assert first_row_outside(x, (0.0, 1.0), rows=4) is None
+    x[9, 1] = 0.5
+    x[6, 2] = 2.0
+    assert first_row_outside(x, (0.0, 1.0), rows=4) == 6
+    assert first_row_outside(x, (0.0, 1.0), rows=100) == 6
+
+
+def test_all_finite_sees_nan_and_inf_anywhere():
+    from boltzkit.units import all_finite
+    x = torch.zeros(5000)
+    assert all_finite(x) and all_finite(torch.zeros(0))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[4321] = bad
+        assert not all_finite(y)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, DataError
-from .units import Beta, Units, make_units
+from .units import Beta, Units, all_finite, make_units
 
 
 class RBM(nn.Module):
@@ -181,7 +181,7 @@ class RBM(nn.Module):
         if v.shape[1] != self.visible.dim:
             raise DataError(f"{name} has {v.shape[1]} columns but the model has "
                             f"{self.visible.dim} visible columns")
-        if not bool(torch.isfinite(v).all()):
+        if not all_finite(v):
             raise DataError(f"{name} contains NaN or inf")
         self.visible.validate(v, name)
 

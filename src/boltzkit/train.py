@@ -19,6 +19,7 @@ from torch import Tensor
 from .errors import ConfigurationError, DivergenceError
 from .estimators import Estimator, make_estimator
 from .rbm import RBM
+from .units import all_finite
 
 
 @dataclass
@@ -195,7 +196,7 @@ class Trainer:
         return {k: v.detach().clone() for k, v in self.rbm.state_dict().items()}
 
     def _check(self, good: dict[str, Tensor], where: str) -> None:
-        bad = [name for name, p in self.rbm.named_tensors().items() if not bool(torch.isfinite(p).all())]
+        bad = [name for name, p in self.rbm.named_tensors().items() if not all_finite(p)]
         largest = float(self.rbm.weight.detach().abs().max())
         if bad or largest > self.config.max_weight:
             self.rbm.load_state_dict(good)
@@ -218,15 +219,14 @@ class Trainer:
         self._make_scheduler(batches)
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        shuffled = torch.empty_like(data)
         bar = _progress(cfg.epochs * batches, self.epoch * batches, self.progress)
         good = self._snapshot()
         while self.epoch < cfg.epochs and not self.stop:
             epoch = self.epoch + 1
             self._set_momentum(epoch)
             order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
-            torch.index_select(data, 0, order, out=shuffled)
-            for i, v in enumerate(shuffled.split(cfg.batch_size)):
+            for i, rows in enumerate(order.split(cfg.batch_size)):
+                v = data.index_select(0, rows)  # gathered per batch: stays in cache
                 try:
                     self.estimator.step(self.rbm, v, self.generator)
                 except RuntimeError:  # e.g. NaN probabilities from diverged parameters
