@@ -400,3 +400,19 @@ def test_all_finite_sees_nan_and_inf_anywhere():
         y = x.clone()
         y[4321] = bad
         assert not all_finite(y)
+
+
+@pytest.mark.parametrize("beta, previous", [(0.5, 0.49999), (1.0, 0.99999), (0.001, 0.0),
+                                            (1.0, 0.0), (0.0, 1.0), (0.3, 0.7)])
+def test_bernoulli_log_partition_change_matches_float64_difference(beta, previous):
+    from boltzkit.units import Bernoulli, Units
+    layer = Bernoulli(300)
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.01, 1.0, 100.0):
+        field = torch.randn(20, 300, generator=g) * scale
+        ours = layer.log_partition_change(field, beta, previous)
+        exact = Units.log_partition_change(layer, field, beta, previous)  # float64 subtraction
+        assert ours.dtype == torch.float64
+        # float32 inputs: each term is exact to ~1e-7 of its size, |term| ≤ |β − β'|·|a_i|
+        size = abs(beta - previous) * field.double().abs().sum(-1)
+        assert bool(((ours - exact).abs() <= 1e-6 * size + 1e-12).all())

@@ -204,7 +204,6 @@ def _anneal(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
     weight_t = weight_aug[:, :n_h].t()
     hidden_buf = weight.new_empty(n_chains, n_h + 1)
     visible_buf = weight.new_empty(n_chains, visible.dim)
-    field64 = torch.empty(n_chains, n_h, dtype=torch.float64, device=weight.device)
     linear64 = torch.empty(n_chains, dtype=torch.float64, device=weight.device)
     log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
 
@@ -217,11 +216,10 @@ def _anneal(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
         beta, previous = betas[k], betas[k - 1]
         torch.addmm(bias_aug, visible.statistic(v), weight_aug, out=hidden_buf)
         field = hidden_buf[:, :n_h]
-        # log f_β(v) − log f_β'(v) = (β − β')(b_B − b_A)ᵀv + lp_h(β a) − lp_h(β' a), in float64:
-        # the two log-partitions are large and nearly equal, so their difference needs it
-        field64.copy_(field)
+        # log f_β(v) − log f_β'(v) = (β − β')(b_B − b_A)ᵀv + lp_h(β a) − lp_h(β' a); the two
+        # log-partitions are large and nearly equal, so the layer computes their difference
+        log_w.add_(hidden.log_partition_change(field, beta, previous))
         linear64.copy_(hidden_buf[:, n_h])
-        log_w.add_(hidden.log_partition(field64, beta)).sub_(hidden.log_partition(field64, previous))
         log_w.add_(linear64, alpha=beta - previous)
         if k < last:
             h = hidden.sample(field, generator, beta)

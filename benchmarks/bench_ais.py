@@ -1,0 +1,84 @@
+"""Speed of AIS against its matrix-product roofline, measured in one run.
+
+Each β of the annealing loop costs two GEMM-equivalents of 2·M·V·H flops (the hidden
+field of the M chains, and the visible field of their hidden states); the roofline is the
+time of exactly those two products on tensors of the same shapes, run alone with
+preallocated outputs.  The ratio roofline / AIS is reported (1.0 = nothing but GEMMs), and
+the same ratio for the GEMMs plus the uniform random numbers the sampler must draw::
+
+    python benchmarks/bench_ais.py                      # 784 × 500, 100 chains, 14,500 β
+    python benchmarks/bench_ais.py --betas 2000         # a shorter run, same per-β cost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from boltzkit.ais import ais
+from boltzkit.rbm import RBM
+
+
+def roofline_seconds(n_betas: int, chains: int, v: int, h: int, device: torch.device,
+                     draws: bool = False) -> float:
+    """Time of the 2 GEMM-equivalents per β of the whole schedule, alone; with ``draws``,
+    also the uniform random numbers of the two Gibbs half-steps (the floor that a sampler
+    built on torch's generator cannot go below)."""
+    x = torch.rand(chains, v, device=device)
+    w = torch.rand(v, h, device=device)
+    hid = torch.empty(chains, h, device=device)
+    vis = torch.empty(chains, v, device=device)
+    g = torch.Generator(device).manual_seed(0)
+    for _ in range(20):  # warm-up
+        torch.mm(x, w, out=hid)
+    start = time.perf_counter()
+    for _ in range(n_betas - 1):
+        torch.mm(x, w, out=hid)
+        if draws:
+            hid.uniform_(generator=g)
+        torch.mm(hid, w.t(), out=vis)
+        if draws:
+            vis.uniform_(generator=g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def ais_seconds(rbm: RBM, data: torch.Tensor, n_betas: int, chains: int) -> tuple[float, float]:
+    ais(rbm, data, n_chains=chains, betas=100, seed=0)  # warm-up
+    start = time.perf_counter()
+    result = ais(rbm, data, n_chains=chains, betas=n_betas, seed=0)
+    if data.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result.log_z
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--visible", type=int, default=784)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--chains", type=int, default=100)
+    p.add_argument("--betas", type=int, default=14_500)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    g = torch.Generator().manual_seed(0)
+    rbm = RBM(a.visible, a.hidden, weight_scale=0.05, device=device)
+    data = torch.bernoulli(torch.full((1000, a.visible), 0.13), generator=g).to(device)
+    seconds, log_z = ais_seconds(rbm, data, a.betas, a.chains)
+    roof = roofline_seconds(a.betas, a.chains, a.visible, a.hidden, device)
+    floor = roofline_seconds(a.betas, a.chains, a.visible, a.hidden, device, draws=True)
+    print(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                      "model": f"{a.visible}x{a.hidden}", "chains": a.chains, "betas": a.betas,
+                      "ais_s": seconds, "ms_per_beta": 1e3 * seconds / (a.betas - 1),
+                      "roofline_s": roof, "ratio_roofline_over_ais": roof / seconds,
+                      "gemm_and_draws_s": floor, "ratio_gemm_and_draws_over_ais": floor / seconds,
+                      "log_z": log_z}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
