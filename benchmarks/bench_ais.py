@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from boltzkit.ais import ais
 from boltzkit.rbm import RBM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from roofline import GemmWorkload  # noqa: E402
 
 
 def roofline_seconds(n_betas: int, chains: int, v: int, h: int, device: torch.device,
@@ -27,24 +32,13 @@ def roofline_seconds(n_betas: int, chains: int, v: int, h: int, device: torch.de
     """Time of the 2 GEMM-equivalents per β of the whole schedule, alone; with ``draws``,
     also the uniform random numbers of the two Gibbs half-steps (the floor that a sampler
     built on torch's generator cannot go below)."""
-    x = torch.rand(chains, v, device=device)
-    w = torch.rand(v, h, device=device)
-    hid = torch.empty(chains, h, device=device)
-    vis = torch.empty(chains, v, device=device)
-    g = torch.Generator(device).manual_seed(0)
-    for _ in range(20):  # warm-up
-        torch.mm(x, w, out=hid)
-    start = time.perf_counter()
-    for _ in range(n_betas - 1):
-        torch.mm(x, w, out=hid)
-        if draws:
-            hid.uniform_(generator=g)
-        torch.mm(hid, w.t(), out=vis)
-        if draws:
-            vis.uniform_(generator=g)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    gemms = GemmWorkload(chains, v, h, device)
+
+    def schedule() -> None:
+        for _ in range(n_betas - 1):
+            gemms.sweep(draws)
+
+    return gemms.seconds(schedule)
 
 
 def ais_seconds(rbm: RBM, data: torch.Tensor, n_betas: int, chains: int) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import torch
 
 from boltzkit.rbm import RBM
 from boltzkit.train import Callback, fit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from roofline import GemmWorkload  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized-mnist"
 
@@ -38,37 +42,19 @@ def load_train(n: int) -> torch.Tensor:
 
 
 def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.device,
-                     draws: bool = False) -> float:
+                     draws: bool = False, repeats: int = 1) -> float:
     """Time of the 2k+3 GEMM-equivalents of one epoch, alone; with ``draws``, also the
     uniform random numbers of the k Gibbs sweeps (a floor for any sampler built on torch's
     generator)."""
-    x = torch.rand(batch, v, device=device)
-    w = torch.rand(v, h, device=device)
-    hid = torch.empty(batch, h, device=device)
-    vis = torch.empty(batch, v, device=device)
-    gw = torch.empty(v, h, device=device)
-    g = torch.Generator(device).manual_seed(0)
-    batches = n // batch
+    gemms = GemmWorkload(batch, v, h, device)
 
     def epoch() -> None:
-        for _ in range(batches):
+        for _ in range(n // batch):
             for _ in range(k):
-                torch.mm(x, w, out=hid)
-                if draws:
-                    hid.uniform_(generator=g)
-                torch.mm(hid, w.t(), out=vis)
-                if draws:
-                    vis.uniform_(generator=g)
-            torch.mm(x, w, out=hid)                 # model-side hidden means
-            torch.mm(x.t(), hid, out=gw)            # outer products, data side
-            gw.addmm_(vis.t(), hid)                 # and model side
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+                gemms.sweep(draws)
+            gemms.gradient()
 
-    epoch()  # warm-up
-    start = time.perf_counter()
-    epoch()
-    return time.perf_counter() - start
+    return gemms.seconds(epoch, repeats)
 
 
 class EpochClock(Callback):
@@ -113,8 +99,8 @@ def main(argv=None) -> int:
     data = load_train(a.n).to(device)
     ours, first = boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method, a.epochs)
     shape = (data.shape[0], a.batch_size, data.shape[1], a.hidden, a.k, device)
-    roof = min(roofline_seconds(*shape) for _ in range(a.repeats))
-    floor = min(roofline_seconds(*shape, draws=True) for _ in range(a.repeats))
+    roof = roofline_seconds(*shape, repeats=a.repeats)
+    floor = roofline_seconds(*shape, draws=True, repeats=a.repeats)
     result = {"device": str(device), "threads": torch.get_num_threads(), "n": data.shape[0],
               "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}",
               "boltzkit_epoch_s": ours, "first_epoch_with_setup_s": first, "roofline_s": roof,
