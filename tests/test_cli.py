@@ -178,3 +178,44 @@ def test_train_with_other_estimators(tmp_path, small_data, method):
                      "--centered", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["method"] == method and config["training"]["centered"] is True
+
+
+def test_validation_log_likelihood_and_early_stopping_keep_the_best_epoch(tmp_path, small_data, capsys):
+    """Nothing beats the first evaluation by 1,000 nats: stop after epoch 2, keep epoch 1's model."""
+    common = ["--data", str(small_data), "--hidden", "5", "--batch-size", "25", "--quiet", "--device", "cpu",
+              "--lr-schedule", "constant"]
+    stopped, one = tmp_path / "stopped", tmp_path / "one"
+    assert cli.main(["train", *common, "--epochs", "6", "--valid", str(small_data), "--monitor-every", "1",
+                     "--early-stopping", "1", "--min-delta", "1000", "--out", str(stopped)]) == 0
+    err = capsys.readouterr().err
+    assert "early stopping after epoch 2" in err and "of epoch 1" in err
+    rows = (stopped / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and "valid_log_likelihood" in rows[0].split(",")
+    assert cli.main(["train", *common, "--epochs", "1", "--out", str(one)]) == 0
+    assert (stopped / "model.safetensors").read_bytes() == (one / "model.safetensors").read_bytes()
+
+
+def test_large_models_monitor_by_ais_when_asked_and_sparsity_is_saved(tmp_path, small_data):
+    out = tmp_path / "ais"
+    assert cli.main(["train", "--data", str(small_data), "--hidden", "21", "--epochs", "2", "--batch-size", "50",
+                     "--valid", str(small_data), "--monitor-betas", "50", "--monitor-chains", "10",
+                     "--sparsity-target", "0.1", "--sparsity-cost", "0.2", "--quiet", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in ("ais_log_likelihood", "valid_ais_log_likelihood_low", "valid_ais_log_likelihood_high"):
+        assert name in header, name
+    assert "log_likelihood" not in header
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["sparsity_target"] == 0.1 and training["sparsity_cost"] == 0.2
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--hidden", "21", "--early-stopping", "2"], "needs a monitored log-likelihood"),
+    (["--sparsity-target", "-0.1"], "sparsity target"),
+    (["--monitor-every", "0"], "--monitor-every"),
+])
+def test_bad_monitoring_flags_exit_2(tmp_path, small_data, capsys, flags, message):
+    out = tmp_path / "o"
+    assert cli.main(["train", "--data", str(small_data), *flags, "--quiet", "--device", "cpu", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -146,3 +146,47 @@ def test_gradient_quality_orders_estimators_and_leaves_the_inputs_alone(tmp_path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigurationError):
         gradient_quality(rbm, data, {"cd1": ContrastiveDivergence(1)}, repeats=1)
+
+
+def test_persistent_estimators_are_measured_after_burn_in():
+    """Fresh PCD chains start at data rows, so the first updates are CD-like and biased; after
+    the warm-up (parameters held fixed) PCD and PT sample the model and their bias drops to
+    the Monte-Carlo level (≈ √(variance/R) ≈ 0.03 here, against ≈ 0.24 for CD-1)."""
+    rbm = random_rbm(5, 3, scale=2.0, seed=11)
+    data = binary(8, 5, seed=0).repeat(25, 1)
+    estimators = {"cd1": ContrastiveDivergence(1), "pcd": make_estimator("pcd", 1, 200),
+                  "pt": make_estimator("pt", 1, 200, replicas=4)}
+    fresh = gradient_quality(rbm, data, estimators, repeats=2, seed=3, burn_in=0)
+    burned = gradient_quality(rbm, data, estimators, repeats=10, seed=3, burn_in=50)
+    cd1 = burned["cd1"]["bias_norm"]
+    assert fresh["pcd"]["bias_norm"] > 0.5 * cd1
+    for name in ("pcd", "pt"):
+        assert burned[name]["bias_norm"] < 0.25 * cd1, name
+        assert burned[name]["cosine"] > burned["cd1"]["cosine"], name
+    assert estimators["pcd"].chains.state is None                # the caller's estimator did not move
+    with pytest.raises(ConfigurationError):
+        gradient_quality(rbm, data, estimators, burn_in=-1)
+
+
+class Counting(PersistentContrastiveDivergence):
+    """PCD that counts its updates, its copies included (a class attribute is not deep-copied)."""
+
+    calls = 0
+
+    def __init__(self, stateless: bool = False) -> None:
+        super().__init__(1, 10)
+        self.stateless = stateless
+
+    def step(self, rbm, v_data, generator=None, mask=None):
+        Counting.calls += 1
+        return super().step(rbm, v_data, generator, mask)
+
+    def state_dict(self):
+        return {} if self.stateless else super().state_dict()
+
+
+@pytest.mark.parametrize("stateless,expected", [(False, 7 + 3), (True, 1 + 3)])
+def test_burn_in_updates_run_before_the_measured_ones_unless_stateless(stateless, expected):
+    Counting.calls = 0
+    gradient_quality(random_rbm(4, 2, seed=0), binary(6, 4), {"x": Counting(stateless)}, repeats=3, burn_in=7)
+    assert Counting.calls == expected

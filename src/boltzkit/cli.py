@@ -21,7 +21,7 @@ import torch
 from . import __version__, ais, data as datasets, exact, gradcheck, io, monitor, plot
 from .errors import BoltzkitError, DivergenceError
 from .rbm import RBM
-from .train import Callback, MetricCallback, Trainer, TrainingConfig
+from .train import Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig
 
 #: exact log-likelihood is logged during training when the hidden layer has at most this many units
 LIVE_EXACT_HIDDEN = 20
@@ -56,14 +56,31 @@ def load_data(path: str | None, key: str | None = None, binarize: str | None = N
     return datasets.validate_data(x)
 
 
-def _metric_callbacks(rbm: RBM, x: torch.Tensor, epochs: int) -> list[MetricCallback]:
+def _metric_callbacks(rbm: RBM, x: torch.Tensor, epochs: int, valid: torch.Tensor | None = None,
+                      every: int | None = None, betas: int = 1000, chains: int = 100,
+                      seed: int = 0) -> tuple[list[Callback], str | None]:
+    """Per-epoch metrics, and the name of the log-likelihood they record (None if none).
+
+    The log-likelihood of the first 1,000 training rows (and of ``valid``, as
+    ``valid_log_likelihood``) is exact when hidden ≤ 20, at an interval kept cheap unless
+    ``every`` is given; larger models get AIS (``ais_log_likelihood`` with ``_low``/``_high``)
+    only when asked for, by ``every`` or ``valid``.
+    """
     subset = x[:MONITOR_ROWS]
-    callbacks = [MetricCallback("reconstruction_error", monitor.reconstruction_error, subset)]
+    callbacks: list[Callback] = [MetricCallback("reconstruction_error", monitor.reconstruction_error, subset)]
+    sets = {"": subset} if valid is None else {"": subset, "valid_": valid}
     if rbm.n_hidden <= LIVE_EXACT_HIDDEN and exact.is_tractable(rbm):
         # log Z costs 2^H·V operations; keep it to a few seconds per training run
-        every = max(1, min(epochs, (2 ** rbm.n_hidden * rbm.visible.dim) // 2 ** 27))
-        callbacks.append(MetricCallback("log_likelihood", exact.log_likelihood, subset, every=every))
-    return callbacks
+        every = every or max(1, min(epochs, (2 ** rbm.n_hidden * rbm.visible.dim) // 2 ** 27))
+        callbacks.append(monitor.ExactLikelihood({f"{p}log_likelihood": d for p, d in sets.items()}, every))
+        name = "log_likelihood"
+    elif every is not None or valid is not None:
+        callbacks.append(monitor.AISLikelihood({f"{p}ais_log_likelihood": d for p, d in sets.items()},
+                                               every or 1, n_betas=betas, n_chains=chains, seed=seed))
+        name = "ais_log_likelihood"
+    else:
+        return callbacks, None
+    return callbacks, name if valid is None else f"valid_{name}"
 
 
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
@@ -162,16 +179,33 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 momentum=args.momentum, initial_momentum=args.momentum,
                                 weight_decay=args.weight_decay, method=args.method, k=args.k,
                                 n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule,
-                                centered=args.centered, replicas=args.replicas)
+                                centered=args.centered, replicas=args.replicas,
+                                sparsity_target=args.sparsity_target, sparsity_cost=args.sparsity_cost,
+                                sparsity_decay=args.sparsity_decay)
         n_visible = x_np.shape[1] // max(1, int(args.visible.partition(":")[2] or 1)) \
             if args.visible.startswith("softmax") else x_np.shape[1]
         rbm = RBM(n_visible, n_hidden, visible=args.visible, hidden=hidden_type, seed=args.seed,
                   dtype=dtype, device=device)
     x = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
     rbm.check_data(x, args.data or "embedded data")
+    valid = None
+    if args.valid:
+        valid_np, _ = prepare_data(load_data(args.valid, args.key, args.binarize), rbm.visible.spec(),
+                                   data_info.get("standardise"))
+        valid = torch.from_numpy(valid_np).to(device, rbm.weight.dtype)
+        rbm.check_data(valid, args.valid)
+    callbacks, watched = _metric_callbacks(rbm, x, config.epochs, valid, args.monitor_every,
+                                           args.monitor_betas, args.monitor_chains, config.seed)
+    early = None
+    if args.early_stopping is not None:
+        if watched is None:
+            raise BoltzkitError("--early-stopping needs a monitored log-likelihood: give --valid FILE "
+                                "or --monitor-every N")
+        early = EarlyStopping(watched, args.early_stopping, args.min_delta, verbose=False)
+        callbacks.append(early)  # after the metrics, before the checkpoint
     out = Path(args.out)
     extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test", **data_info}
-    trainer = Trainer(rbm, config, callbacks=_metric_callbacks(rbm, x, config.epochs) + [_SaveEachEpoch(out, extra)],
+    trainer = Trainer(rbm, config, callbacks=callbacks + [_SaveEachEpoch(out, extra)],
                       progress=not args.quiet)
     if resume_config is not None:
         trainer.load_training_state(resume_tensors, resume_config["training_state"])
@@ -181,6 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except DivergenceError as e:
         print(f"boltzkit: {e}", file=sys.stderr)
         status = 1
+    if early is not None and early.message:
+        print(f"boltzkit: {early.message}", file=sys.stderr)
     save_run(out, trainer, extra)
     _write_metrics(out / "metrics.csv", trainer.history)
     if trainer.history:
@@ -270,7 +306,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     estimators.update({"PCD-1": make_estimator("pcd", 1, chains), "FPCD-1": make_estimator("fpcd", 1, chains),
                        "PT-1 (10 replicas)": make_estimator("pt", 1, chains),
                        "centered PCD-1": make_estimator("pcd", 1, chains, centered=True)})
-    result = gradcheck.gradient_quality(rbm, x, estimators, repeats=args.repeats, seed=args.seed)
+    result = gradcheck.gradient_quality(rbm, x, estimators, repeats=args.repeats, seed=args.seed,
+                                        burn_in=args.burn_in)
     png = Path(args.png) if args.png else Path(args.model) / "gradcheck.png"
     gradcheck.plot_gradient_quality(result, png)
     if args.json:
@@ -316,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="negative phase: CD-k, persistent CD (default), parallel tempering, fast PCD")
     t.add_argument("--replicas", type=int, default=10, help="temperatures for --method pt")
     t.add_argument("--centered", action="store_true", help="centered gradient")
+    t.add_argument("--sparsity-target", type=float, metavar="P",
+                   help="target mean activity of the hidden units (Hinton's sparsity penalty; default off)")
+    t.add_argument("--sparsity-cost", type=float, default=TrainingConfig.sparsity_cost, metavar="C",
+                   help=f"weight of the sparsity penalty (default {TrainingConfig.sparsity_cost})")
+    t.add_argument("--sparsity-decay", type=float, default=TrainingConfig.sparsity_decay, metavar="λ",
+                   help=f"decay of the running activity estimate (default {TrainingConfig.sparsity_decay})")
+    t.add_argument("--valid", metavar="FILE", help="validation data: its log-likelihood is logged "
+                   "(valid_log_likelihood, or valid_ais_log_likelihood when hidden > 20)")
+    t.add_argument("--monitor-every", type=int, metavar="N",
+                   help="log the log-likelihood every N epochs: exact when hidden ≤ 20, else AIS "
+                        "(default: exact at a cheap interval; AIS only with --valid, then every epoch)")
+    t.add_argument("--monitor-betas", type=int, default=1000, metavar="T", help="AIS β values (default 1000)")
+    t.add_argument("--monitor-chains", type=int, default=100, metavar="M", help="AIS chains (default 100)")
+    t.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop when the monitored log-likelihood (validation if given) has not improved "
+                        "for PATIENCE evaluations, and keep the best parameters")
+    t.add_argument("--min-delta", type=float, default=0.0, help="smallest improvement that counts (nats)")
     t.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update")
     t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch size)")
     t.add_argument("--seed", type=int, default=0)
@@ -350,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k", type=int, nargs="+", default=[1, 10], help="CD-k variants to compare")
     g.add_argument("--repeats", type=int, default=20)
     g.add_argument("--rows", type=int, default=1000, help="data rows used (default 1000)")
+    g.add_argument("--burn-in", type=int, default=100, metavar="N",
+                   help="warm-up updates of the persistent chains under the model before measuring (default 100)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--png", metavar="FILE", help="default: DIR/gradcheck.png")
     g.add_argument("--json", action="store_true")
@@ -362,7 +418,8 @@ def _check_positive(args: argparse.Namespace) -> None:
         n_hidden, _ = _layer_types(args.hidden)
         if n_hidden < 1:
             raise BoltzkitError(f"--hidden must be at least 1, got {n_hidden}")
-    for name in ("epochs", "batch_size", "k", "chains", "n", "steps"):
+    for name in ("epochs", "batch_size", "k", "chains", "n", "steps", "monitor_every", "monitor_chains",
+                 "early_stopping"):
         value = getattr(args, name, None)
         value = min(value) if isinstance(value, list) else value
         if value is not None and value < 1:

@@ -11,6 +11,8 @@ log-likelihood gradient estimate), so any ``torch.optim`` optimizer can step it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -93,6 +95,8 @@ class Estimator:
     name = "base"
     #: offsets of the centered gradient, or None for the ordinary gradient (see :meth:`center`)
     centering: "Centering | None" = None
+    #: sparsity penalty added to the gradient, or None (see :meth:`sparsify`)
+    sparsity: "SparsityPenalty | None" = None
 
     def negative_phase(self, rbm: RBM, v_data: Tensor, hidden_field: Tensor,
                        generator: torch.Generator | None, mask: Tensor | None) -> Tensor:
@@ -111,6 +115,8 @@ class Estimator:
             offsets = self.centering.update(rbm, v_data, field) if self.centering else None
             v_neg = self.negative_phase(rbm, v_data, field, generator, mask)
         write_gradient(rbm, v_data, v_neg, field, offsets)
+        if self.sparsity is not None:
+            self.sparsity.add_gradient(rbm, v_data, field)
         return v_neg
 
     def center(self, rate: float = 0.01) -> "Estimator":
@@ -118,11 +124,32 @@ class Estimator:
         self.centering = Centering(rate)
         return self
 
+    def sparsify(self, target: float, cost: float = 0.1, decay: float = 0.95) -> "Estimator":
+        """Add the sparsity penalty of :class:`SparsityPenalty` to every gradient; returns ``self``."""
+        self.sparsity = SparsityPenalty(target, cost, decay)
+        return self
+
     def state_dict(self) -> dict[str, Tensor]:
-        return {}
+        """What a bit-for-bit resume needs: centering offsets and sparsity estimate (if used),
+        plus the subclass's chains."""
+        state: dict[str, Tensor] = {}
+        if self.centering is not None and self.centering.visible_offset is not None:
+            state["centering_visible"] = self.centering.visible_offset
+            state["centering_hidden"] = self.centering.hidden_offset
+        if self.sparsity is not None and self.sparsity.estimate is not None:
+            state["sparsity_estimate"] = self.sparsity.estimate
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        pass
+        if self.centering is not None:
+            self.centering.visible_offset = _cloned(state.get("centering_visible"))
+            self.centering.hidden_offset = _cloned(state.get("centering_hidden"))
+        if self.sparsity is not None:
+            self.sparsity.estimate = _cloned(state.get("sparsity_estimate"))
+
+
+def _cloned(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clone()
 
 
 class ContrastiveDivergence(Estimator):
@@ -160,9 +187,10 @@ class PersistentContrastiveDivergence(Estimator):
         return self.chains.advance(rbm, v_data, self.k, generator)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return self.chains.state_dict()
+        return {**super().state_dict(), **self.chains.state_dict()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        super().load_state_dict(state)
         self.chains.load_state_dict(state)
 
 
@@ -171,12 +199,14 @@ ESTIMATORS: dict[str, type[Estimator]] = {"cd": ContrastiveDivergence,
 
 
 def make_estimator(method: str, k: int = 1, n_chains: int | None = None, *,
-                   centered: bool = False, centering_rate: float = 0.01, **options) -> Estimator:
+                   centered: bool = False, centering_rate: float = 0.01,
+                   sparsity_target: float | None = None, sparsity_cost: float = 0.1,
+                   sparsity_decay: float = 0.95, **options) -> Estimator:
     """Build an estimator by name (``cd``, ``pcd``, ``pt``, ``fpcd`` and any registered in
     :data:`ESTIMATORS`); ``options`` go to its constructor (``pt``: ``replicas``, ``betas``,
     ``spacing``, ``beta_min``; ``fpcd``: ``fast_lr``, ``fast_decay``).  ``centered=True``
     makes any of them write the centered gradient (:class:`Centering`, sliding factor
-    ``centering_rate``)."""
+    ``centering_rate``); a ``sparsity_target`` adds :class:`SparsityPenalty`."""
     if method not in ESTIMATORS:
         raise ConfigurationError(f"unknown method {method!r}; choose from {', '.join(ESTIMATORS)}")
     cls = ESTIMATORS[method]
@@ -184,6 +214,8 @@ def make_estimator(method: str, k: int = 1, n_chains: int | None = None, *,
         estimator = cls(k=k, **options)
     else:
         estimator = cls(k=k, n_chains=n_chains, **options)
+    if sparsity_target is not None:
+        estimator.sparsify(sparsity_target, sparsity_cost, sparsity_decay)
     return estimator.center(centering_rate) if centered else estimator
 
 
@@ -218,6 +250,50 @@ class Centering:
             self.visible_offset.lerp_(mean_v, self.rate)
             self.hidden_offset.lerp_(mean_h, self.rate)
         return self.visible_offset, self.hidden_offset
+
+
+class SparsityPenalty:
+    """Sparsity target for the hidden units (Hinton's practical guide, 2010, §11).
+
+    A running estimate of each hidden unit's mean activity on the data,
+
+        q ← λ q + (1−λ) mean_batch E[h | v_data]      (q starts at the first batch's mean),
+
+    is pulled towards the target p by the derivative of the cross-entropy penalty with
+    respect to each unit's total input, q − p, scaled by ``cost``.  It is added to the loss
+    gradient in ``.grad`` (so a descent step lowers the activity of units above target)::
+
+        ∇c += cost · (q − p),      ∇W += cost · φ̄(v) (q − p)ᵀ
+
+    with φ̄(v) the batch mean of the visible statistic φ(v_data) (v itself for binary units).
+    ``decay`` = λ (0.9–0.99 in the guide) trades noise for lag.
+    """
+
+    def __init__(self, target: float, cost: float = 0.1, decay: float = 0.95) -> None:
+        if not (target > 0 and math.isfinite(target)):
+            raise ConfigurationError(f"sparsity target must be a positive number, got {target}")
+        if not (cost >= 0 and math.isfinite(cost)):
+            raise ConfigurationError(f"sparsity cost must be ≥ 0, got {cost}")
+        if not 0.0 <= decay < 1.0:
+            raise ConfigurationError(f"sparsity decay must be in [0, 1), got {decay}")
+        self.target, self.cost, self.decay = float(target), float(cost), float(decay)
+        self.estimate: Tensor | None = None
+
+    def update(self, rbm: RBM, v_data: Tensor, hidden_field: Tensor) -> Tensor:
+        """Slide q towards this batch's mean hidden activity and return it."""
+        mean_h = rbm.hidden.mean(hidden_field).mean(0)
+        if self.estimate is None or self.estimate.shape != mean_h.shape:
+            self.estimate = mean_h.clone()
+        else:
+            self.estimate.lerp_(mean_h, 1.0 - self.decay)
+        return self.estimate
+
+    def add_gradient(self, rbm: RBM, v_data: Tensor, hidden_field: Tensor) -> None:
+        """Update q, then add cost·(q − p) to ∇c and cost·φ̄(v)(q − p)ᵀ to ∇W in place."""
+        with torch.no_grad():
+            excess = (self.update(rbm, v_data, hidden_field) - self.target) * self.cost
+            rbm.hidden.bias.grad.add_(excess)
+            rbm.weight.grad.add_(torch.outer(rbm.visible.statistic(v_data).mean(0), excess))
 
 
 class ParallelTemperingEstimator(PersistentContrastiveDivergence):
@@ -314,6 +390,7 @@ class FastPersistentContrastiveDivergence(PersistentContrastiveDivergence):
 
     def state_dict(self) -> dict[str, Tensor]:
         state = super().state_dict()
+        state.update(self._loaded)  # loaded and not yet matched to a model: still the state
         state.update({f"fast_{n.replace('.', '_')}": t for n, t in self.fast.items()})
         return state
 

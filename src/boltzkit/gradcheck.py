@@ -2,17 +2,26 @@
 
 For a model small enough to enumerate, :func:`boltzkit.exact.log_likelihood_gradient` gives
 g = ∇θ mean log p(v).  An estimator fills ``.grad`` with an estimate of −g (the gradient of
-the loss), so its estimate of g is ĝ = −``.grad``.  Over ``repeats`` independent draws
-ĝ_1 … ĝ_R (each from a fresh copy of the model and of the estimator, so neither the
-caller's parameters nor its persistent chains move)::
+the loss), so its estimate of g is ĝ = −``.grad``.  Over ``repeats`` draws ĝ_1 … ĝ_R (made
+on a copy of the model and of the estimator, so neither the caller's parameters nor its
+persistent chains move)::
 
     bias_norm = ‖ mean_r ĝ_r − g ‖
     variance  = (1/(R−1)) Σ_r ‖ ĝ_r − mean ĝ ‖²        (trace of the covariance)
     cosine    = mean_r  ĝ_r·g / (‖ĝ_r‖ ‖g‖)              (alignment of one update)
 
-``bias_norm`` includes the Monte-Carlo error of the mean, about √(variance / R).  A
-centered estimator (``centered=True``) writes a rescaled direction J Jᵀ g on purpose, so its
-``bias_norm`` measures that rescaling too; compare it by ``cosine`` instead.
+Stateful estimators are measured in their stationary regime under the current model: each
+copy first makes ``burn_in`` warm-up updates with the parameters held fixed (``.grad`` is
+written, no optimizer steps), so persistent chains (PCD, PT), fast weights (FPCD) and
+centering offsets have forgotten their start (fresh PCD chains start at data rows and
+would look like CD).  A stateless estimator (empty ``state_dict()`` after one update) skips
+the warm-up.  The R measured updates follow one another, so for persistent chains they
+are correlated and the Monte-Carlo part of ``bias_norm`` exceeds the √(variance / R) of
+independent draws (CD).  With θ held fixed, FPCD's fast weights settle near
+−fast_lr·ḡ/(1 − fast_decay) (ḡ the mean loss gradient), so its row shows the bias they
+add in that regime; in training θ follows ḡ and they stay smaller.  A centered estimator
+(``centered=True``) writes a rescaled direction J Jᵀ g on purpose, so its ``bias_norm``
+measures that rescaling too; compare it by ``cosine`` instead.
 """
 
 from __future__ import annotations
@@ -37,11 +46,12 @@ def _flat(tensors: Mapping[str, Tensor]) -> Tensor:
 
 
 def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator],
-                     repeats: int = 20, seed: int = 0) -> dict[str, dict[str, float]]:
+                     repeats: int = 20, seed: int = 0, burn_in: int = 100) -> dict[str, dict[str, float]]:
     """Bias norm, variance and cosine of each estimator's gradient on ``data``.
 
-    Repeat ``r`` of every estimator uses a generator seeded ``seed + r``.  The model must be
-    tractable (see :func:`boltzkit.exact.is_tractable`).
+    Each estimator runs on its own copies with one generator seeded ``seed``: ``burn_in``
+    warm-up updates (skipped for stateless estimators), then ``repeats`` measured ones.  The
+    model must be tractable (see :func:`boltzkit.exact.is_tractable`).
 
     Example
     -------
@@ -54,16 +64,22 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
     """
     if repeats < 2:
         raise ConfigurationError(f"repeats must be at least 2 to estimate a variance, got {repeats}")
+    if burn_in < 0:
+        raise ConfigurationError(f"burn_in must be ≥ 0, got {burn_in}")
     rbm.check_data(data)
     data = data.to(rbm.weight.device, rbm.weight.dtype)
     truth = _flat(exact.log_likelihood_gradient(rbm, data))
     truth_norm = float(truth.norm())
     result: dict[str, dict[str, float]] = {}
     for name, estimator in estimators.items():
+        model, est = copy.deepcopy(rbm), copy.deepcopy(estimator)
+        generator = torch.Generator(rbm.weight.device).manual_seed(seed)
+        for step in range(burn_in):  # the parameters are not stepped: only the state moves
+            est.step(model, data, generator)
+            if step == 0 and not est.state_dict():
+                break
         draws = []
-        for r in range(repeats):
-            model, est = copy.deepcopy(rbm), copy.deepcopy(estimator)
-            generator = torch.Generator(rbm.weight.device).manual_seed(seed + r)
+        for _ in range(repeats):
             est.step(model, data, generator)
             draws.append(-_flat({n: p.grad for n, p in model.named_tensors().items()}))
         draws_t = torch.stack(draws)

@@ -1,13 +1,18 @@
-"""Quantities to watch during and after training: reconstruction error, pseudo-likelihood."""
+"""Quantities to watch during and after training: reconstruction error, pseudo-likelihood,
+and callbacks that log the log-likelihood (exact for small models, AIS for large ones)."""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from . import ais, exact
 from .errors import ConfigurationError
 from .rbm import RBM
+from .train import Callback, Trainer
 
 
 def reconstruction_error(rbm: RBM, data: Tensor) -> float:
@@ -38,3 +43,88 @@ def pseudo_log_likelihood(rbm: RBM, data: Tensor, chunk_rows: int | None = None)
                      - rbm.hidden.log_partition(flipped) + rbm.hidden.log_partition(field).unsqueeze(1))
             total += float(F.logsigmoid(delta).sum())
     return total / data.shape[0]
+
+
+def _named_sets(data: Tensor | Mapping[str, Tensor], default: str) -> dict[str, Tensor]:
+    sets = dict(data) if isinstance(data, Mapping) else {default: data}
+    if not sets:
+        raise ConfigurationError("give at least one data set to monitor")
+    return sets
+
+
+class _EveryN(Callback):
+    """Runs :meth:`measure` at the end of every ``every``-th epoch and of the last one."""
+
+    def __init__(self, every: int) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigurationError(f"every must be an integer ≥ 1, got {every!r}")
+        self.every = every
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch % self.every == 0 or epoch == trainer.config.epochs:
+            self.measure(trainer, metrics)
+
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        raise NotImplementedError
+
+
+class ExactLikelihood(_EveryN):
+    """Records the exact mean log-likelihood −mean F(v) − log Z of each data set.
+
+    ``data`` is a tensor (recorded as ``log_likelihood``) or a mapping metric name → tensor;
+    log Z is enumerated once per evaluation (:func:`boltzkit.exact.log_partition`), so the
+    model must be tractable.
+    """
+
+    def __init__(self, data: Tensor | Mapping[str, Tensor], every: int = 1) -> None:
+        super().__init__(every)
+        self.sets = _named_sets(data, "log_likelihood")
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        exact.enumerated_layer(trainer.rbm)  # raises before training if log Z is intractable
+
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        log_z = exact.log_partition(trainer.rbm)
+        for name, x in self.sets.items():
+            metrics[name] = exact.log_likelihood(trainer.rbm, x, log_z)
+
+
+class AISLikelihood(_EveryN):
+    """Records the AIS estimate of the mean log-likelihood of each data set, with its interval.
+
+    Every ``every`` epochs, forward :func:`boltzkit.ais.ais` estimates log Ẑ with a short
+    schedule (``n_betas`` β in the paper's proportions, ``n_chains`` chains; base model from
+    the marginals of ``base_data``, default the first set) and each set ``name`` gets
+    ``name`` = −mean F(v) − log Ẑ and ``name_low`` / ``name_high`` from log Ẑ ± 3 standard
+    errors of mean(w) (:func:`boltzkit.ais.log_likelihood`).  ``data`` is a tensor (recorded as
+    ``ais_log_likelihood``) or a mapping metric name → tensor.
+
+    The chains draw from a generator of their own, seeded ``seed`` afresh at every
+    evaluation: training (its generator, its parameters) is untouched, and the estimates at
+    different epochs share their random numbers, so their differences are less noisy than
+    the estimates.  AIS tends to underestimate log Z (Jensen), i.e. to overstate the
+    log-likelihood, the more so the shorter the schedule.
+    """
+
+    def __init__(self, data: Tensor | Mapping[str, Tensor], every: int = 1, *, n_betas: int = 1000,
+                 n_chains: int = 100, seed: int = 0, base_data: Tensor | None = None) -> None:
+        super().__init__(every)
+        self.sets = _named_sets(data, "ais_log_likelihood")
+        ais.default_betas(n_betas)  # validates the count
+        if isinstance(n_chains, bool) or not isinstance(n_chains, int) or n_chains < 1:
+            raise ConfigurationError(f"n_chains must be an integer ≥ 1, got {n_chains!r}")
+        self.n_betas, self.n_chains, self.seed = n_betas, n_chains, seed
+        self.base_data = next(iter(self.sets.values())) if base_data is None else base_data
+        self.last: ais.AISResult | None = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        ais._check_model(trainer.rbm)  # raises before training for unsupported hidden units
+
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        rbm = trainer.rbm
+        generator = torch.Generator(trainer.device).manual_seed(self.seed)
+        base = self.base_data.to(trainer.device, trainer.dtype)
+        self.last = ais.ais(rbm, base, n_chains=self.n_chains, betas=self.n_betas, generator=generator)
+        for name, x in self.sets.items():
+            ll = ais.log_likelihood(rbm, x.to(trainer.device, trainer.dtype), self.last)
+            metrics[name], metrics[f"{name}_low"], metrics[f"{name}_high"] = ll.mean, ll.low, ll.high
