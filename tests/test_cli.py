@@ -219,3 +219,24 @@ def test_bad_monitoring_flags_exit_2(tmp_path, small_data, capsys, flags, messag
     assert cli.main(["train", "--data", str(small_data), *flags, "--quiet", "--device", "cpu", "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_momentum_schedule_flags_reach_the_optimizer(tmp_path, small_data, monkeypatch):
+    """--initial-momentum for --momentum-epochs epochs, then --momentum (Hinton's guide, §9)."""
+    from boltzkit import train
+
+    seen: list[float] = []
+    original = train.Trainer._set_momentum
+
+    def spy(self, epoch):
+        original(self, epoch)
+        seen.append(self.optimizer.param_groups[0]["momentum"])
+
+    monkeypatch.setattr(train.Trainer, "_set_momentum", spy)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(small_data), "--hidden", "4", "--epochs", "3", "--batch-size", "50",
+                     "--initial-momentum", "0.5", "--momentum", "0.9", "--momentum-epochs", "2",
+                     "--quiet", "--out", str(out), "--device", "cpu"]) == 0
+    assert seen == [0.5, 0.5, 0.9]
+    saved = json.loads((out / "config.json").read_text())["training"]
+    assert (saved["initial_momentum"], saved["momentum"], saved["momentum_epochs"]) == (0.5, 0.9, 2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from boltzkit.errors import ConfigurationError
+from boltzkit.errors import CheckpointError, ConfigurationError
 from boltzkit.estimators import ContrastiveDivergence
 from boltzkit.ratings import BiasBaseline, GlobalMean, RatingData, rmse, split_ratings
 from boltzkit.recommend import CFRBM, ConditionalRBM
@@ -34,7 +34,7 @@ def split():
 
 @pytest.fixture(scope="module")
 def fitted(split):
-    return CFRBM(n_hidden=10, epochs=30, lr=0.1, batch_size=10, seed=0).fit(split[0])
+    return CFRBM(n_hidden=10, epochs=12, lr=0.3, batch_size=10, seed=0).fit(split[0])
 
 
 def test_learns_block_structure(split, fitted):
@@ -51,9 +51,9 @@ def test_learns_block_structure(split, fitted):
 
 def test_evaluation_uses_training_ratings_only(split, fitted):
     train, test = split
-    codes = fitted.codes_
-    assert int(codes[torch.from_numpy(test.users), torch.from_numpy(test.items)].abs().sum()) == 0
-    assert int((codes > 0).sum()) == len(train)
+    seen = fitted.input_mask()
+    assert not seen[torch.from_numpy(test.users), torch.from_numpy(test.items)].any()
+    assert int(seen.sum()) == len(train) and seen[torch.from_numpy(train.users), torch.from_numpy(train.items)].all()
     # a pair's prediction does not depend on the other pairs asked in the same call
     alone = np.array([fitted.predict(test.users[j:j + 1], test.items[j:j + 1])[0] for j in range(20)])
     np.testing.assert_allclose(alone, fitted.predict(test.users, test.items)[:20], rtol=0, atol=1e-6)
@@ -64,12 +64,13 @@ def test_exact_prediction_leaves_the_queried_rating_out(split, fitted):
     j = 0
     u, i = train.users[j:j + 1], train.items[j:j + 1]
     before = fitted.predict(u, i, method="exact")
-    saved = fitted.codes_[u[0], i[0]].item()
+    row, col = (int(x[0]) for x in fitted._orient(u, i))
+    saved = fitted.codes_[row, col].item()
     try:
-        fitted.codes_[u[0], i[0]] = 1 if saved != 1 else 5  # change the very rating asked for
+        fitted.codes_[row, col] = 1 if saved != 1 else 5  # change the very rating asked for
         after = fitted.predict(u, i, method="exact")
     finally:
-        fitted.codes_[u[0], i[0]] = saved
+        fitted.codes_[row, col] = saved
     np.testing.assert_allclose(before, after, rtol=0, atol=1e-5)
 
 
@@ -141,23 +142,80 @@ def test_recommend_excludes_rated_items(split, fitted):
     assert len(fitted.recommend(0, n=10_000)) == train.n_items - len(rated)
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_save_and_load_round_trip(split, tmp_path, conditional):
+@pytest.mark.parametrize("cases,conditional", [("users", False), ("items", False), ("items", True)])
+def test_save_and_load_round_trip_is_bit_for_bit(split, tmp_path, cases, conditional):
     train, test = split
-    model = CFRBM(n_hidden=6, epochs=2, conditional=conditional, cd_schedule=((1, 1), (2, 3))).fit(train)
+    model = CFRBM(n_hidden=6, epochs=2, cases=cases, conditional=conditional, cd_schedule=((1, 1), (2, 3))).fit(train)
     model.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     again = CFRBM.load(tmp_path / "m")
+    for name, tensor in model._tensors().items():
+        assert torch.equal(again._tensors()[name], tensor), name
+    np.testing.assert_array_equal(again.user_ids_, train.user_ids)
     np.testing.assert_array_equal(model.predict(test.users, test.items), again.predict(test.users, test.items))
-    assert again.cd_schedule == ((1, 1), (2, 3)) and again.conditional == conditional
+    np.testing.assert_array_equal(model.scores([0, 3]), again.scores([0, 3]))
+    assert again.cd_schedule == ((1, 1), (2, 3)) and again.conditional == conditional and again.cases == cases
+    again.save(tmp_path / "m2")
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "m2" / name).read_bytes() == (tmp_path / "m" / name).read_bytes(), name
+
+
+def test_string_ids_are_kept_in_the_config(tmp_path):
+    data = RatingData.from_triples(["ann", "bob", "bob", "cy"], ["x", "x", "y", "y"], [5, 1, 4, 2], n_levels=5)
+    model = CFRBM(n_hidden=3, epochs=1).fit(data)
+    model.save(tmp_path)
+    again = CFRBM.load(tmp_path)
+    assert again.user_ids_.tolist() == ["ann", "bob", "cy"] and again.item_ids_.tolist() == ["x", "y"]
+    np.testing.assert_array_equal(model.scores(), again.scores())
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(split, tmp_path):
+    from boltzkit import io
+
+    model = CFRBM(n_hidden=3, epochs=1).fit(split[0])
+    model.save(tmp_path / "cf")
+    blob = (tmp_path / "cf" / "model.safetensors").read_bytes()
+    (tmp_path / "cf" / "model.safetensors").write_bytes(blob[:-8])
+    with pytest.raises(CheckpointError, match="truncated"):
+        CFRBM.load(tmp_path / "cf")
+    io.save(tmp_path / "core", RBM(4, 3))
+    with pytest.raises(CheckpointError, match="not a collaborative-filtering model"):
+        CFRBM.load(tmp_path / "core")
+    model.save(tmp_path / "cf2")
+    with pytest.raises(CheckpointError, match="not a plain RBM"):
+        io.load(tmp_path / "cf2")
+
+
+def test_validation_split_keeps_the_best_epoch_and_all_inputs(split):
+    train, test = split
+    model = CFRBM(n_hidden=8, epochs=6, lr=0.1, validation_fraction=0.2, seed=0).fit(train)
+    val = [row["val_rmse"] for row in model.history_]
+    assert model.best_epoch_ == int(np.argmin(val)) + 1
+    assert int(model.input_mask().sum()) == len(train)  # the held-out slice is an input again
+
+
+def test_both_orientations_agree_on_the_layout(split):
+    train, test = split
+    by_user = CFRBM(n_hidden=4, epochs=1, cases="users").fit(train)
+    by_item = CFRBM(n_hidden=4, epochs=1, cases="items").fit(train)
+    assert by_user.codes_.shape == (train.n_users, train.n_items)
+    assert by_item.codes_.shape == (train.n_items, train.n_users)
+    assert torch.equal(by_user.input_mask(), by_item.input_mask())
+    scores = by_item.scores([2, 5])
+    np.testing.assert_allclose(scores[1, [0, 7]], by_item.predict([5, 5], [0, 7]), rtol=0, atol=1e-6)
 
 
 def test_cd_schedule_and_errors(split):
-    model = CFRBM(epochs=10)
+    model = CFRBM(epochs=10, cd_schedule="paper")
     assert [model._steps(e) for e in (1, 4, 5, 6, 7, 8, 9, 10)] == [1, 1, 3, 3, 5, 5, 9, 9]
+    assert CFRBM(epochs=10)._steps(10) == 1
+    assert [CFRBM(epochs=4, lr=0.1)._lr(e) for e in (1, 4)] == [0.1, pytest.approx(0.025)]
     with pytest.raises(ConfigurationError):
         CFRBM().predict([0], [0])
     with pytest.raises(ConfigurationError):
         CFRBM(n_hidden=0).fit(split[0])
     with pytest.raises(ConfigurationError):
         CFRBM(lr=-1.0).fit(split[0])
+    for bad in ({"cases": "movies"}, {"validation_fraction": 1.0}, {"lr_schedule": "cosine"}):
+        with pytest.raises(ConfigurationError):
+            CFRBM(**bad).fit(split[0])

@@ -176,7 +176,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         x_np, data_info = prepare_data(x_raw, args.visible)
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                momentum=args.momentum, initial_momentum=args.momentum,
+                                momentum=args.momentum,
+                                initial_momentum=(args.momentum if args.initial_momentum is None
+                                                  else args.initial_momentum),
+                                momentum_epochs=args.momentum_epochs,
                                 weight_decay=args.weight_decay, method=args.method, k=args.k,
                                 n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule,
                                 centered=args.centered, replicas=args.replicas,
@@ -346,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=100)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--momentum", type=float, default=TrainingConfig.momentum)
+    t.add_argument("--initial-momentum", type=float, metavar="M",
+                   help="momentum for the first --momentum-epochs epochs (Hinton's guide: 0.5, then 0.9)")
+    t.add_argument("--momentum-epochs", type=int, default=0, metavar="E",
+                   help="epochs run with --initial-momentum (default 0)")
     t.add_argument("--weight-decay", type=float, default=TrainingConfig.weight_decay)
     t.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
                    help="linear decay to 0 over the planned epochs (default), or constant")
@@ -410,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--png", metavar="FILE", help="default: DIR/gradcheck.png")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gradcheck)
+
+    from .cli_recommend import add_parser as add_recommend_parser
+
+    add_recommend_parser(sub)
     return parser
 
 

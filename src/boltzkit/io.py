@@ -121,6 +121,9 @@ def load(directory: str | Path, device: str | torch.device | None = None
          ) -> tuple[RBM, dict[str, Any], dict[str, torch.Tensor]]:
     """Load a checkpoint: (model, config, training-state tensors). Bit-for-bit what was saved."""
     config = read_config(directory)
+    if config.get("model", "RBM") != "RBM":
+        raise CheckpointError(f"{directory} holds a {config['model']} checkpoint, not a plain RBM; "
+                              f"use the command that wrote it (e.g. 'boltzkit recommend')")
     try:
         rbm = RBM.from_config(config, device=device)
     except (KeyError, ValueError, TypeError, AttributeError) as e:
