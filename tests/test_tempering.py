@@ -160,3 +160,20 @@ def test_fpcd_chains_move_under_the_fast_model_and_the_model_is_restored():
     assert torch.equal(got, want)
     for p, q in zip(rbm.parameters(), before):
         assert torch.equal(p, q)
+
+
+def test_training_log_reports_swap_acceptance_of_parallel_tempering():
+    """Every epoch's metrics carry the PT swap rates (mean and lowest pair), in [0, 1]; the
+    mean equals the sampler's own counts, and estimators without swaps add nothing."""
+    from boltzkit.rbm import RBM
+    from boltzkit.train import Trainer, TrainingConfig
+
+    data = torch.bernoulli(torch.full((60, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=2, batch_size=20, method="pt", replicas=4))
+    history = trainer.fit(data)
+    rates = trainer.estimator.swap_rates
+    assert all(0 <= h["swap_rate_min"] <= h["swap_rate_mean"] <= 1 for h in history)
+    assert history[-1]["swap_rate_mean"] == pytest.approx(float(rates.mean()))
+    assert history[-1]["swap_rate_min"] == pytest.approx(float(rates.min()))
+    plain = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=1, batch_size=20)).fit(data)
+    assert not any(key.startswith("swap") for key in plain[0])

@@ -124,6 +124,10 @@ class Estimator:
         self.centering = Centering(rate)
         return self
 
+    def metrics(self) -> dict[str, float]:
+        """Diagnostics of the negative phase for the training log (none by default)."""
+        return {}
+
     def sparsify(self, target: float, cost: float = 0.1, decay: float = 0.95) -> "Estimator":
         """Add the sparsity penalty of :class:`SparsityPenalty` to every gradient; returns ``self``."""
         self.sparsity = SparsityPenalty(target, cost, decay)
@@ -318,6 +322,15 @@ class ParallelTemperingEstimator(PersistentContrastiveDivergence):
     @property
     def swap_rates(self) -> Tensor:
         return self.chains.swap_rates
+
+    def metrics(self) -> dict[str, float]:
+        """Swap acceptance since the chains started: mean and lowest over neighbouring pairs
+        (a pair near 0 cuts the temperature ladder in two: add replicas there)."""
+        rates = self.swap_rates
+        rates = rates[~rates.isnan()]
+        if rates.numel() == 0:
+            return {}
+        return {"swap_rate_mean": float(rates.mean()), "swap_rate_min": float(rates.min())}
 
 
 PT = ParallelTemperingEstimator

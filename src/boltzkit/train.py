@@ -338,7 +338,8 @@ class Trainer:
                     bar.update(1)
             self._check(good, f"in epoch {epoch}")
             self.epoch = epoch
-            metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                                         **self.estimator.metrics()}
             self.history.append(metrics)  # callbacks fill it in place (and may save it)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, metrics)
