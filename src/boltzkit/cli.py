@@ -172,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         x_np, data_info = prepare_data(x_raw, rbm.visible.spec(), resume_config.get("standardise"))
         saved = dict(resume_config["training"])
         saved["epochs"] = args.epochs
+        if args.threads is not None:
+            saved["threads"] = args.threads
         config = TrainingConfig(**saved)
     else:
         x_np, data_info = prepare_data(x_raw, args.visible)
@@ -179,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 momentum=args.momentum,
                                 initial_momentum=(args.momentum if args.initial_momentum is None
                                                   else args.initial_momentum),
-                                momentum_epochs=args.momentum_epochs,
+                                momentum_epochs=args.momentum_epochs, threads=args.threads,
                                 weight_decay=args.weight_decay, method=args.method, k=args.k,
                                 n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule,
                                 centered=args.centered, replicas=args.replicas,
@@ -353,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="momentum for the first --momentum-epochs epochs (Hinton's guide: 0.5, then 0.9)")
     t.add_argument("--momentum-epochs", type=int, default=0, metavar="E",
                    help="epochs run with --initial-momentum (default 0)")
+    t.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the updates (default: 1 for small models, else torch's setting)")
     t.add_argument("--weight-decay", type=float, default=TrainingConfig.weight_decay)
     t.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
                    help="linear decay to 0 over the planned epochs (default), or constant")

@@ -10,11 +10,9 @@ files; a test rating is never an input when it is predicted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from .errors import BoltzkitError, DataError, DivergenceError
 from .ratings import (RatingData, align_ratings, load_ratings, mae, ranking_metrics, rmse, split_ratings,
                       to_dense)
 from .recommend import CFRBM
+from .threads import torch_threads
 
 #: help of ``--threads`` (every recommend command)
 THREADS_HELP = ("torch CPU threads (default 1: batches of 10 cases gain little from more, and two threads "
@@ -166,21 +165,10 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads, then restore the previous count."""
-    if n < 1:
-        raise BoltzkitError(f"--threads must be at least 1, got {n}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _run(args: argparse.Namespace) -> int:
-    with _torch_threads(args.threads):
+    if args.threads < 1:
+        raise BoltzkitError(f"--threads must be at least 1, got {args.threads}")
+    with torch_threads(args.threads):
         return args.command_func(args)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from .errors import ConfigurationError, DivergenceError
 from .estimators import Estimator, SparsityPenalty, make_estimator
 from .rbm import RBM
+from .threads import threads_for_update, torch_threads
 from .units import all_finite
 
 #: weights from which the default SGD uses torch's fused kernel
@@ -53,6 +54,7 @@ class TrainingConfig:
     init_visible_bias: bool = True      #: log-odds of the data marginals
     seed: int = 0
     max_weight: float = 1e4             #: |W| above this counts as divergence
+    threads: int | None = None          #: CPU threads for the updates; None: 1 for small models (threads.py)
 
     def __post_init__(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("k", 1), ("momentum_epochs", 0)):
@@ -72,6 +74,9 @@ class TrainingConfig:
             raise ConfigurationError(f"lr_schedule must be 'linear' or 'constant', got {self.lr_schedule!r}")
         if not self.max_weight > 0:
             raise ConfigurationError(f"max_weight must be positive, got {self.max_weight}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, numbers.Integral)
+                                         or self.threads < 1):
+            raise ConfigurationError(f"threads must be None or an integer ≥ 1, got {self.threads!r}")
         if self.sparsity_target is not None:
             SparsityPenalty(self.sparsity_target, self.sparsity_cost, self.sparsity_decay)  # validates
 
@@ -318,24 +323,14 @@ class Trainer:
             callback.on_train_begin(self)
         bar = _progress(cfg.epochs * batches, self.epoch * batches, self.progress)
         good = self.snapshot()
+        rows = max(cfg.batch_size, cfg.n_chains or 0) * (cfg.replicas if cfg.method == "pt" else 1)
+        threads = cfg.threads or threads_for_update(rows, *self.rbm.weight.shape, self.device)
         while self.epoch < cfg.epochs and not self.stop:
             epoch = self.epoch + 1
             self._set_momentum(epoch)
             order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
-            for i, rows in enumerate(order.split(cfg.batch_size)):
-                v = data.index_select(0, rows)  # gathered per batch: stays in cache
-                try:
-                    self.estimator.step(self.rbm, v, self.generator)
-                except RuntimeError:  # e.g. NaN probabilities from diverged parameters
-                    self._check(good, f"in epoch {epoch}, batch {i + 1}")
-                    raise
-                self.optimizer.step()
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                if (i + 1) % check_every == 0:
-                    self._check(good, f"in epoch {epoch}, batch {i + 1}")
-                if bar is not None:
-                    bar.update(1)
+            with torch_threads(threads):
+                self._run_epoch(data, order, epoch, good, bar, check_every)
             self._check(good, f"in epoch {epoch}")
             self.epoch = epoch
             metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
@@ -350,6 +345,23 @@ class Trainer:
             bar.close()
         return self.history
 
+    def _run_epoch(self, data: Tensor, order: Tensor, epoch: int, good: dict[str, Any], bar: Any,
+                   check_every: int) -> None:
+        """One pass over ``data`` in the order ``order``: estimator → optimizer → scheduler."""
+        for i, rows in enumerate(order.split(self.config.batch_size)):
+            v = data.index_select(0, rows)  # gathered per batch: stays in cache
+            try:
+                self.estimator.step(self.rbm, v, self.generator)
+            except RuntimeError:  # e.g. NaN probabilities from diverged parameters
+                self._check(good, f"in epoch {epoch}, batch {i + 1}")
+                raise
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if (i + 1) % check_every == 0:
+                self._check(good, f"in epoch {epoch}, batch {i + 1}")
+            if bar is not None:
+                bar.update(1)
 
 def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in tensors.items()}
