@@ -41,7 +41,9 @@ from boltzkit.recommend import CFRBM  # noqa: E402
 # the library defaults (one case per item, 5% of the training ratings to pick the epoch)
 MODELS["RBM (CF, one case per item; default)"] = CFRBM
 MODELS["conditional RBM (CF, one case per item)"] = lambda: CFRBM(conditional=True)
+# one case per user, as the paper (its defaults: weight decay 0.01, mean-field CD negatives)
 MODELS["RBM (CF, one case per user, as the paper)"] = lambda: CFRBM(cases="users")
+MODELS["conditional RBM (CF, one case per user)"] = lambda: CFRBM(cases="users", conditional=True)
 
 
 class SurpriseSVD:

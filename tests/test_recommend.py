@@ -216,6 +216,31 @@ def test_cd_schedule_and_errors(split):
         CFRBM(n_hidden=0).fit(split[0])
     with pytest.raises(ConfigurationError):
         CFRBM(lr=-1.0).fit(split[0])
-    for bad in ({"cases": "movies"}, {"validation_fraction": 1.0}, {"lr_schedule": "cosine"}):
+    for bad in ({"cases": "movies"}, {"validation_fraction": 1.0}, {"lr_schedule": "cosine"},
+                {"negative": "exact"}, {"weight_decay": -1.0}):
         with pytest.raises(ConfigurationError):
             CFRBM(**bad).fit(split[0])
+
+
+def test_orientation_defaults_and_mean_field_negatives(split):
+    from boltzkit.recommend import CASE_DEFAULTS, MeanFieldCD
+
+    assert CFRBM(cases="items")._option("weight_decay") == 1e-3
+    assert CFRBM(cases="items")._option("negative") == "sample"
+    assert CFRBM(cases="users")._option("weight_decay") == 1e-2
+    assert CFRBM(cases="users")._option("negative") == "mean"
+    assert CFRBM(cases="users", weight_decay=0.0, negative="sample")._option("weight_decay") == 0.0
+    assert set(CASE_DEFAULTS) == {"users", "items"}
+    # an explicit setting equal to the default trains the same model bit for bit
+    train, _ = split
+    a = CFRBM(n_hidden=4, epochs=2, cases="users").fit(train)
+    b = CFRBM(n_hidden=4, epochs=2, cases="users", weight_decay=1e-2, negative="mean").fit(train)
+    assert torch.equal(a.rbm_.weight, b.rbm_.weight)
+    # the mean-field negative phase returns masked softmax probabilities, not samples
+    rbm = a.rbm_
+    v, mask = a._one_hot(a.codes_[:3])
+    neg = MeanFieldCD(2).negative_phase(rbm, v, rbm.hidden_field(v), torch.Generator().manual_seed(0), mask)
+    groups = neg.view(3, -1, a.n_levels_).sum(-1)
+    rated = mask.view(3, -1, a.n_levels_)[..., 0]
+    torch.testing.assert_close(groups, rated)
+    assert ((neg > 0) & (neg < 1)).sum() > 0

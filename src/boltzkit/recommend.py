@@ -37,9 +37,13 @@ pass through the network per case and agrees with the exact p(v_q = k | V) (``me
 within 1e-3 RMSE on MovieLens-100k (0.9117 vs 0.9115 on one fold).
 
 Defaults (F = 200, 40 epochs, batches of 10 cases, lr 0.05 decaying linearly, momentum 0.5,
-weight decay 1e-3, CD-1, 5% validation) were chosen on fold 0 of MovieLens-100k against a
-validation slice of its training ratings; one case per item is what beats the bias baseline
-μ + b_u + b_i there (one case per user does not).  5-fold numbers and what did not help:
+weight decay 1e-3 for item cases, CD-1, 5% validation) were chosen on fold 0 of
+MovieLens-100k against a validation slice of its training ratings; one case per item is what beats the bias baseline
+μ + b_u + b_i there.  One case per user (the paper's model) has its own defaults, chosen the
+same way (:data:`CASE_DEFAULTS`): weight decay 1e-2 and mean-field negatives (the CD
+reconstruction's softmax probabilities instead of a sample, :class:`MeanFieldCD`) — each
+item's weights see less than one rating per batch of 10 users, and sampled negatives made
+its gradient too noisy for the stronger decay.  5-fold numbers and what did not help:
 BENCHMARKS.md, section 6.
 
 Example::
@@ -76,6 +80,13 @@ __all__ = ["CFRBM", "ConditionalRBM"]
 #: the ``"model"`` entry of a collaborative-filtering checkpoint's config.json
 CHECKPOINT_MODEL = "CFRBM"
 
+#: defaults of the CFRBM options left at None, by orientation (chosen on a validation slice of
+#: fold 1 of MovieLens-100k; BENCHMARKS.md, section 6)
+CASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "items": {"weight_decay": 1e-3, "negative": "sample"},
+    "users": {"weight_decay": 1e-2, "negative": "mean"},
+}
+
 
 class ConditionalRBM(RBM):
     """An :class:`RBM` whose hidden field also receives ``r D`` for a per-row context ``r``.
@@ -111,6 +122,26 @@ class ConditionalRBM(RBM):
             self.context_weight.grad = grad
 
 
+class MeanFieldCD(ContrastiveDivergence):
+    """CD-T whose negative statistics use the last reconstruction's probabilities.
+
+    The chain runs as in CD-T (sampled hidden states, T − 1 sampled visible states), but the
+    final visible layer is the softmax probabilities p(v | h) (masked) instead of a sample:
+    the same expected gradient with less variance, which matters when a group's weights see
+    only a handful of rated cases per batch (one case per user on a small data set).
+    """
+
+    name = "cd-mean"
+
+    def negative_phase(self, rbm, v_data, hidden_field, generator, mask):
+        h = rbm.hidden.sample(hidden_field, generator)
+        for _ in range(self.k - 1):
+            v = rbm.sample_visible(h, generator, mask=mask)
+            h = rbm.hidden.sample(rbm.hidden_field(v), generator)
+        v = rbm.visible_mean(h)
+        return v * mask if mask is not None else v
+
+
 def paper_schedule(epochs: int) -> tuple[tuple[int, int], ...]:
     """T = 1 for the first 40% of the epochs, then 3, 5 and 9 (the paper's schedule, scaled)."""
     return tuple((max(1, int(round(f * epochs)) + 1) if f else 1, t)
@@ -135,6 +166,10 @@ class CFRBM:
         After training the held-out ratings become inputs again, like every training rating.
     conditional: add the "which items were rated" context r through a matrix D.
     weight_scale: standard deviation of the initial weights.
+    negative: ``"sample"`` — the CD negative statistics use a sampled reconstruction — or
+        ``"mean"`` — its softmax probabilities (:class:`MeanFieldCD`, lower variance).
+    ``weight_decay`` and ``negative`` default (None) by orientation: 1e-3 and ``"sample"``
+    for ``cases="items"``, 0.01 and ``"mean"`` for ``cases="users"`` (see :data:`CASE_DEFAULTS`).
     seed: seeds the initial weights, the validation split, the case order and the sampling.
 
     Learned attributes: ``rbm_`` (the :class:`RBM`), ``codes_`` (the input ratings as an int8
@@ -145,11 +180,11 @@ class CFRBM:
     """
 
     def __init__(self, n_hidden: int = 200, epochs: int = 40, lr: float = 0.05, momentum: float = 0.5,
-                 weight_decay: float = 1e-3, batch_size: int = 10,
+                 weight_decay: float | None = None, batch_size: int = 10,
                  cd_schedule: tuple[tuple[int, int], ...] | str | None = None, conditional: bool = False,
                  cases: str = "items", validation_fraction: float = 0.05, lr_schedule: str = "linear",
-                 weight_scale: float = 0.01, seed: int = 0, dtype: torch.dtype = torch.float32,
-                 verbose: bool = False) -> None:
+                 weight_scale: float = 0.01, negative: str | None = None, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, verbose: bool = False) -> None:
         self.n_hidden = n_hidden
         self.epochs = epochs
         self.lr = lr
@@ -162,6 +197,7 @@ class CFRBM:
         self.validation_fraction = validation_fraction
         self.lr_schedule = lr_schedule
         self.weight_scale = weight_scale
+        self.negative = negative
         self.seed = seed
         self.dtype = dtype
         self.verbose = verbose
@@ -174,7 +210,7 @@ class CFRBM:
                                 else [list(p) for p in self.cd_schedule]),
                 "conditional": bool(self.conditional), "cases": self.cases,
                 "validation_fraction": self.validation_fraction, "lr_schedule": self.lr_schedule,
-                "weight_scale": self.weight_scale,
+                "weight_scale": self.weight_scale, "negative": self.negative,
                 "seed": self.seed, "dtype": str(self.dtype).removeprefix("torch.")}
 
     def _check_config(self) -> None:
@@ -186,7 +222,9 @@ class CFRBM:
             raise ConfigurationError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigurationError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
+        if self.negative not in (None, "sample", "mean"):
+            raise ConfigurationError(f"negative must be 'sample' or 'mean', got {self.negative!r}")
+        if self.weight_decay is not None and self.weight_decay < 0:
             raise ConfigurationError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
         if self.cases not in ("users", "items"):
             raise ConfigurationError(f"cases must be 'users' or 'items', got {self.cases!r}")
@@ -194,6 +232,11 @@ class CFRBM:
             raise ConfigurationError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigurationError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+
+    def _option(self, name: str) -> Any:
+        """The value of ``name`` in use: as set, or the default for ``cases`` when None."""
+        value = getattr(self, name)
+        return CASE_DEFAULTS[self.cases][name] if value is None else value
 
     def _steps(self, epoch: int) -> int:
         """T, the Gibbs sweeps of CD-T in epoch ``epoch`` (1-based)."""
@@ -280,7 +323,7 @@ class CFRBM:
 
         decay = [rbm.weight] + ([rbm.context_weight] if self.conditional else [])
         rest = [rbm.visible.bias, rbm.hidden.bias]
-        optimizer = torch.optim.SGD([{"params": decay, "weight_decay": self.weight_decay},
+        optimizer = torch.optim.SGD([{"params": decay, "weight_decay": self._option("weight_decay")},
                                      {"params": rest, "weight_decay": 0.0}], lr=self.lr, momentum=self.momentum)
         generator = torch.Generator().manual_seed(self.seed)
         shuffle = torch.Generator().manual_seed(self.seed + 1)
@@ -289,7 +332,8 @@ class CFRBM:
         best, self.best_epoch_ = math.inf, self.epochs
         for epoch in range(1, self.epochs + 1):
             t0 = time.perf_counter()
-            estimator = ContrastiveDivergence(self._steps(epoch))
+            cd = MeanFieldCD if self._option("negative") == "mean" else ContrastiveDivergence
+            estimator = cd(self._steps(epoch))
             for group in optimizer.param_groups:
                 group["lr"] = self._lr(epoch)
             order = active[torch.randperm(active.shape[0], generator=shuffle)]
