@@ -7,7 +7,6 @@ anything is written; a run that diverges keeps its last good checkpoint and exit
 from __future__ import annotations
 
 import argparse
-import csv
 import io as _io
 import json
 import math
@@ -81,15 +80,6 @@ def _metric_callbacks(rbm: RBM, x: torch.Tensor, epochs: int, valid: torch.Tenso
     else:
         return callbacks, None
     return callbacks, name if valid is None else f"valid_{name}"
-
-
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    io.atomic_write_text(path, buffer.getvalue())
 
 
 def _model_samples(rbm: RBM, n: int, steps: int, seed: int) -> np.ndarray:
@@ -223,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if early is not None and early.message:
         print(f"boltzkit: {early.message}", file=sys.stderr)
     save_run(out, trainer, extra)
-    _write_metrics(out / "metrics.csv", trainer.history)
+    io.write_metrics_csv(out / "metrics.csv", trainer.history)
     if trainer.history:
         plot.save_curves(trainer.history, out / "curves.png")
     if rbm.visible.kind in ("bernoulli", "gaussian", "spin"):

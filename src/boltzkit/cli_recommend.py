@@ -114,9 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out)
     model.save(out)
-    from .cli import _write_metrics
-
-    _write_metrics(out / "metrics.csv", history)
+    io.write_metrics_csv(out / "metrics.csv", history)
     message = f"wrote {out}/ (model.safetensors, config.json, metrics.csv)"
     if test is not None:
         result = test_metrics(model, test)

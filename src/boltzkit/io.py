@@ -8,7 +8,9 @@ mismatched or truncated pair is detected.  Loading never unpickles anything.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -17,7 +19,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from .errors import CheckpointError
 from .rbm import RBM
@@ -49,14 +52,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        return Path(tmp).read_bytes()
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors serialisation of ``tensors`` (contiguous CPU copies), ready to write."""
+    return safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """One CSV row per entry of ``history`` (columns: every key seen), written atomically."""
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def save(directory: str | Path, rbm: RBM, extra: dict[str, Any] | None = None,
@@ -70,12 +78,12 @@ def save(directory: str | Path, rbm: RBM, extra: dict[str, Any] | None = None,
     from . import __version__
 
     directory = Path(directory)
-    blob = _tensor_bytes(rbm.named_tensors())
+    blob = tensor_bytes(rbm.named_tensors())
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
               **rbm.config(), "tensors": sorted(rbm.named_tensors()),
               "sha256": hashlib.sha256(blob).hexdigest(), **(extra or {})}
     if state:
-        state_blob = _tensor_bytes(state)
+        state_blob = tensor_bytes(state)
         config["state_sha256"] = hashlib.sha256(state_blob).hexdigest()
         atomic_write_bytes(directory / STATE_FILE, state_blob)
     atomic_write_bytes(directory / MODEL_FILE, blob)

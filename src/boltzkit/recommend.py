@@ -540,7 +540,7 @@ class CFRBM:
         self._check_fitted()
         path = Path(path)
         tensors = self._tensors()
-        blob = io._tensor_bytes(tensors)
+        blob = io.tensor_bytes(tensors)
         config: dict[str, Any] = {
             "format": io.FORMAT, "format_version": io.FORMAT_VERSION, "library_version": __version__,
             "model": CHECKPOINT_MODEL, "params": self.get_config(), "rbm": self.rbm_.config(),
