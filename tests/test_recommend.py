@@ -244,3 +244,30 @@ def test_orientation_defaults_and_mean_field_negatives(split):
     rated = mask.view(3, -1, a.n_levels_)[..., 0]
     torch.testing.assert_close(groups, rated)
     assert ((neg > 0) & (neg < 1)).sum() > 0
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_epoch(split, monkeypatch):
+    """NaN injected into the weights during epoch 3: DivergenceError names the epoch, and the
+    model holds exactly the parameters an uninterrupted 2-epoch run ends with."""
+    from boltzkit.errors import DivergenceError
+
+    options = dict(n_hidden=6, lr=0.3, batch_size=10, seed=0, validation_fraction=0.0, lr_schedule="constant")
+    two = CFRBM(epochs=2, **options).fit(split[0])
+    steps = {"n": 0}
+    original = torch.optim.SGD.step
+    batches = int(np.ceil(two.codes_.ne(0).any(1).sum().item() / 10))
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 2 * batches + 1:  # first update of epoch 3
+            with torch.no_grad():
+                self.param_groups[0]["params"][0][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", poisoned)
+    model = CFRBM(epochs=4, **options)
+    with pytest.raises(DivergenceError, match="epoch 3.*keeps the state of epoch 2"):
+        model.fit(split[0])
+    for (name, a), b in zip(model.rbm_.named_parameters(), two.rbm_.parameters()):
+        assert torch.equal(a, b), name

@@ -77,6 +77,10 @@ from .rbm import RBM
 
 __all__ = ["CFRBM", "ConditionalRBM"]
 
+
+def _copy_state(module: nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in module.state_dict().items()}
+
 #: the ``"model"`` entry of a collaborative-filtering checkpoint's config.json
 CHECKPOINT_MODEL = "CFRBM"
 
@@ -330,6 +334,7 @@ class CFRBM:
         active = torch.nonzero(self.codes_.ne(0).any(1)).reshape(-1)  # cases with a training rating
         self.history_: list[dict[str, float]] = []
         best, self.best_epoch_ = math.inf, self.epochs
+        good = kept = _copy_state(rbm)  # last finite state; best state by validation RMSE
         for epoch in range(1, self.epochs + 1):
             t0 = time.perf_counter()
             cd = MeanFieldCD if self._option("negative") == "mean" else ContrastiveDivergence
@@ -348,22 +353,24 @@ class CFRBM:
             if self.conditional:
                 rbm.set_context(None)
             if not all(bool(torch.isfinite(p).all()) for p in rbm.parameters()):
-                raise DivergenceError(f"training diverged in epoch {epoch}; try a smaller lr")
+                rbm.load_state_dict(good)
+                self._set_inputs(train, implicit)
+                raise DivergenceError(f"training diverged in epoch {epoch}: non-finite parameters; the "
+                                      f"model keeps the state of epoch {epoch - 1}. Try a smaller lr")
+            good = _copy_state(rbm)
             row: dict[str, float] = {"epoch": epoch, "cd_steps": estimator.k, "seconds": time.perf_counter() - t0}
             if val is not None:
                 row["val_rmse"] = rmse(self.predict(val.users, val.items), val.ratings)
                 if row["val_rmse"] < best:
                     best, self.best_epoch_ = row["val_rmse"], epoch
-                    kept = {name: p.detach().clone() for name, p in rbm.named_parameters()}
+                    kept = good
             self.history_.append(row)
             if self.verbose:
                 print(" ".join(f"{key} {value:.4g}" for key, value in row.items()), file=sys.stderr)
             if callback is not None:
                 callback(self, epoch)
         if val is not None:
-            with torch.no_grad():
-                for name, p in rbm.named_parameters():
-                    p.copy_(kept[name])
+            rbm.load_state_dict(kept)
             self._set_inputs(train, implicit)
         return self
 
