@@ -223,7 +223,7 @@ def test_cd_schedule_and_errors(split):
 
 
 def test_orientation_defaults_and_mean_field_negatives(split):
-    from boltzkit.recommend import CASE_DEFAULTS, MeanFieldCD
+    from boltzkit.recommend import CASE_DEFAULTS
 
     assert CFRBM(cases="items")._option("weight_decay") == 1e-3
     assert CFRBM(cases="items")._option("negative") == "sample"
@@ -239,7 +239,7 @@ def test_orientation_defaults_and_mean_field_negatives(split):
     # the mean-field negative phase returns masked softmax probabilities, not samples
     rbm = a.rbm_
     v, mask = a._one_hot(a.codes_[:3])
-    neg = MeanFieldCD(2).negative_phase(rbm, v, rbm.hidden_field(v), torch.Generator().manual_seed(0), mask)
+    neg = ContrastiveDivergence(2, visible="mean").negative_phase(rbm, v, rbm.hidden_field(v), torch.Generator().manual_seed(0), mask)
     groups = neg.view(3, -1, a.n_levels_).sum(-1)
     rated = mask.view(3, -1, a.n_levels_)[..., 0]
     torch.testing.assert_close(groups, rated)

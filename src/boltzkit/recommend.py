@@ -41,7 +41,7 @@ weight decay 1e-3 for item cases, CD-1, 5% validation) were chosen on fold 0 of
 MovieLens-100k against a validation slice of its training ratings; one case per item is what beats the bias baseline
 μ + b_u + b_i there.  One case per user (the paper's model) has its own defaults, chosen the
 same way (:data:`CASE_DEFAULTS`): weight decay 1e-2 and mean-field negatives (the CD
-reconstruction's softmax probabilities instead of a sample, :class:`MeanFieldCD`) — each
+reconstruction's softmax probabilities instead of a sample, ``ContrastiveDivergence(visible="mean")``) — each
 item's weights see less than one rating per batch of 10 users, and sampled negatives made
 its gradient too noisy for the stronger decay.  5-fold numbers and what did not help:
 BENCHMARKS.md, section 6.
@@ -126,26 +126,6 @@ class ConditionalRBM(RBM):
             self.context_weight.grad = grad
 
 
-class MeanFieldCD(ContrastiveDivergence):
-    """CD-T whose negative statistics use the last reconstruction's probabilities.
-
-    The chain runs as in CD-T (sampled hidden states, T − 1 sampled visible states), but the
-    final visible layer is the softmax probabilities p(v | h) (masked) instead of a sample:
-    the same expected gradient with less variance, which matters when a group's weights see
-    only a handful of rated cases per batch (one case per user on a small data set).
-    """
-
-    name = "cd-mean"
-
-    def negative_phase(self, rbm, v_data, hidden_field, generator, mask):
-        h = rbm.hidden.sample(hidden_field, generator)
-        for _ in range(self.k - 1):
-            v = rbm.sample_visible(h, generator, mask=mask)
-            h = rbm.hidden.sample(rbm.hidden_field(v), generator)
-        v = rbm.visible_mean(h)
-        return v * mask if mask is not None else v
-
-
 def paper_schedule(epochs: int) -> tuple[tuple[int, int], ...]:
     """T = 1 for the first 40% of the epochs, then 3, 5 and 9 (the paper's schedule, scaled)."""
     return tuple((max(1, int(round(f * epochs)) + 1) if f else 1, t)
@@ -171,7 +151,7 @@ class CFRBM:
     conditional: add the "which items were rated" context r through a matrix D.
     weight_scale: standard deviation of the initial weights.
     negative: ``"sample"`` — the CD negative statistics use a sampled reconstruction — or
-        ``"mean"`` — its softmax probabilities (:class:`MeanFieldCD`, lower variance).
+        ``"mean"`` — its softmax probabilities (``ContrastiveDivergence(visible="mean")``, lower variance).
     ``weight_decay`` and ``negative`` default (None) by orientation: 1e-3 and ``"sample"``
     for ``cases="items"``, 0.01 and ``"mean"`` for ``cases="users"`` (see :data:`CASE_DEFAULTS`).
     seed: seeds the initial weights, the validation split, the case order and the sampling.
@@ -337,8 +317,7 @@ class CFRBM:
         good = kept = _copy_state(rbm)  # last finite state; best state by validation RMSE
         for epoch in range(1, self.epochs + 1):
             t0 = time.perf_counter()
-            cd = MeanFieldCD if self._option("negative") == "mean" else ContrastiveDivergence
-            estimator = cd(self._steps(epoch))
+            estimator = ContrastiveDivergence(self._steps(epoch), visible=self._option("negative"))
             for group in optimizer.param_groups:
                 group["lr"] = self._lr(epoch)
             order = active[torch.randperm(active.shape[0], generator=shuffle)]
