@@ -137,3 +137,21 @@ def test_estimator_construction_is_validated():
     for cls in (ContrastiveDivergence, PersistentContrastiveDivergence):
         with pytest.raises(ConfigurationError, match="k must be"):
             cls(k=0)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_cd_mean_field_reconstruction_is_the_expectation_of_the_sampled_last_step(k):
+    """visible="mean" runs the same chain (same draws) and returns E[v | h_k] where the default
+    returns a sample of it: probabilities instead of 0/1, equal on average over many chains."""
+    rbm = random_rbm(6, 4, scale=0.8, seed=3)
+    v = torch.bernoulli(torch.full((4000, 6), 0.5, dtype=torch.float64),
+                        generator=torch.Generator().manual_seed(1))
+    field = rbm.hidden_field(v)
+    mean = ContrastiveDivergence(k, visible="mean").negative_phase(
+        rbm, v, field, torch.Generator().manual_seed(2), None)
+    sampled = ContrastiveDivergence(k).negative_phase(rbm, v, field, torch.Generator().manual_seed(2), None)
+    assert ((mean > 0) & (mean < 1)).all() and set(sampled.unique().tolist()) <= {0.0, 1.0}
+    # 4,000 Bernoulli draws per column: standard error ≤ 0.5/√4000 ≈ 0.008
+    assert (sampled.mean(0) - mean.mean(0)).abs().max() < 0.04
+    with pytest.raises(ConfigurationError, match="visible"):
+        ContrastiveDivergence(1, visible="median")
