@@ -135,7 +135,8 @@ def _schedule(betas: int | Tensor | None) -> Tensor:
     return b
 
 
-def _check_model(rbm: RBM) -> None:
+def check_model(rbm: RBM) -> None:
+    """Raise :class:`ConfigurationError` unless AIS supports ``rbm`` (a discrete hidden layer)."""
     if not rbm.hidden.discrete:
         raise ConfigurationError(
             f"AIS needs a discrete hidden layer (its β = 0 term must be finite); "
@@ -253,7 +254,7 @@ def _summary(log_w: Tensor) -> tuple[float, float, float, float]:
 def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: float,
            n_chains: int, seed: int | None,
            generator: torch.Generator | None) -> tuple[Tensor, torch.Generator | None]:
-    _check_model(rbm)
+    check_model(rbm)
     if not isinstance(n_chains, int) or isinstance(n_chains, bool) or n_chains < 1:
         raise ConfigurationError(f"n_chains must be a positive integer, got {n_chains!r}")
     if data is not None and base_bias is not None:

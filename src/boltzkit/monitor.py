@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from . import ais, exact
 from .errors import ConfigurationError
 from .rbm import RBM
-from .train import Callback, Trainer
+from .train import PeriodicCallback, Trainer
 
 
 def reconstruction_error(rbm: RBM, data: Tensor) -> float:
@@ -52,23 +52,7 @@ def _named_sets(data: Tensor | Mapping[str, Tensor], default: str) -> dict[str, 
     return sets
 
 
-class _EveryN(Callback):
-    """Runs :meth:`measure` at the end of every ``every``-th epoch and of the last one."""
-
-    def __init__(self, every: int) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigurationError(f"every must be an integer ≥ 1, got {every!r}")
-        self.every = every
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch % self.every == 0 or epoch == trainer.config.epochs:
-            self.measure(trainer, metrics)
-
-    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        raise NotImplementedError
-
-
-class ExactLikelihood(_EveryN):
+class ExactLikelihood(PeriodicCallback):
     """Records the exact mean log-likelihood −mean F(v) − log Z of each data set.
 
     ``data`` is a tensor (recorded as ``log_likelihood``) or a mapping metric name → tensor;
@@ -89,7 +73,7 @@ class ExactLikelihood(_EveryN):
             metrics[name] = exact.log_likelihood(trainer.rbm, x, log_z)
 
 
-class AISLikelihood(_EveryN):
+class AISLikelihood(PeriodicCallback):
     """Records the AIS estimate of the mean log-likelihood of each data set, with its interval.
 
     Every ``every`` epochs, forward :func:`boltzkit.ais.ais` estimates log Ẑ with a short
@@ -118,7 +102,7 @@ class AISLikelihood(_EveryN):
         self.last: ais.AISResult | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        ais._check_model(trainer.rbm)  # raises before training for unsupported hidden units
+        ais.check_model(trainer.rbm)  # raises before training for unsupported hidden units
 
     def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         rbm = trainer.rbm

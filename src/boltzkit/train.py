@@ -94,15 +94,32 @@ class Callback:
         """Add entries to ``metrics`` or set ``trainer.stop = True``."""
 
 
-class MetricCallback(Callback):
-    """Records ``name: fn(rbm, data)`` at the end of every ``every``-th epoch."""
+class PeriodicCallback(Callback):
+    """Runs :meth:`measure` at the end of every ``every``-th epoch and of the last one."""
 
-    def __init__(self, name: str, fn: Callable[[RBM, Tensor], float], data: Tensor, every: int = 1) -> None:
-        self.name, self.fn, self.data, self.every = name, fn, data, every
+    def __init__(self, every: int = 1) -> None:
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ConfigurationError(f"every must be an integer ≥ 1, got {every!r}")
+        self.every = int(every)
 
     def on_epoch_end(self, trainer, epoch, metrics):
         if epoch % self.every == 0 or epoch == trainer.config.epochs:
-            metrics[self.name] = self.fn(trainer.rbm, self.data.to(trainer.device, trainer.dtype))
+            self.measure(trainer, metrics)
+
+    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        """Add entries to ``metrics``."""
+        raise NotImplementedError
+
+
+class MetricCallback(PeriodicCallback):
+    """Records ``name: fn(rbm, data)`` at the end of every ``every``-th epoch."""
+
+    def __init__(self, name: str, fn: Callable[[RBM, Tensor], float], data: Tensor, every: int = 1) -> None:
+        super().__init__(every)
+        self.name, self.fn, self.data = name, fn, data
+
+    def measure(self, trainer, metrics):
+        metrics[self.name] = self.fn(trainer.rbm, self.data.to(trainer.device, trainer.dtype))
 
 
 class EarlyStopping(Callback):
