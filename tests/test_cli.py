@@ -240,3 +240,9 @@ def test_momentum_schedule_flags_reach_the_optimizer(tmp_path, small_data, monke
     assert seen == [0.5, 0.5, 0.9]
     saved = json.loads((out / "config.json").read_text())["training"]
     assert (saved["initial_momentum"], saved["momentum"], saved["momentum_epochs"]) == (0.5, 0.9, 2)
+
+
+def test_bad_thread_count_exits_2_and_writes_nothing(tmp_path, small_data, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(small_data), "--threads", "0", "--quiet", "--out", str(out)]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err and not out.exists()

@@ -424,7 +424,7 @@ def _check_positive(args: argparse.Namespace) -> None:
         if n_hidden < 1:
             raise BoltzkitError(f"--hidden must be at least 1, got {n_hidden}")
     for name in ("epochs", "batch_size", "k", "chains", "n", "steps", "monitor_every", "monitor_chains",
-                 "early_stopping"):
+                 "early_stopping", "threads"):
         value = getattr(args, name, None)
         value = min(value) if isinstance(value, list) else value
         if value is not None and value < 1:

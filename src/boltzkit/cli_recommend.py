@@ -164,8 +164,6 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise BoltzkitError(f"--threads must be at least 1, got {args.threads}")
     with torch_threads(args.threads):
         return args.command_func(args)
 
