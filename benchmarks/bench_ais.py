@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from boltzkit.ais import ais
-from boltzkit.rbm import RBM
+from boltzkit.evaluation.ais import ais
+from boltzkit.models.rbm import RBM
 
 sys.path.insert(0, str(Path(__file__).parent))
 from roofline import GemmWorkload  # noqa: E402

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzkit.rbm import RBM
-from boltzkit.train import fit
+from boltzkit.models.rbm import RBM
+from boltzkit.training import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exact_report import add_setting_arguments, report, score  # noqa: E402

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from boltzkit.ratings import BiasBaseline, GlobalMean, RatingData, kfold_splits, load_ratings, mae, rmse
+from boltzkit.recommend import BiasBaseline, GlobalMean, RatingData, kfold_splits, load_ratings, mae, rmse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RATINGS = REPO_ROOT.parent / "shared" / "data" / "movielens-100k" / "u.data"

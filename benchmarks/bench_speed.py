@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boltzkit.rbm import RBM
-from boltzkit.train import Callback, fit
+from boltzkit.models.rbm import RBM
+from boltzkit.training import Callback, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from roofline import GemmWorkload  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from boltzkit import exact
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 
 def add_setting_arguments(parser) -> None:

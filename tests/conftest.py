@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

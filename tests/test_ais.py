@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from boltzkit import exact
-from boltzkit.ais import (AISResult, ais, base_log_partition, base_visible_bias, default_betas,
+from boltzkit.evaluation.ais import (AISResult, ais, base_log_partition, base_visible_bias, default_betas,
                           log_likelihood, reverse_ais)
 from boltzkit.errors import ConfigurationError
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 from conftest import random_rbm
 
@@ -215,7 +215,7 @@ def test_bad_arguments_raise():
 @pytest.mark.slow
 def test_mnist_default_schedule_within_a_tenth_of_a_nat():
     from boltzkit.data import load_default
-    from boltzkit.train import fit
+    from boltzkit.training import fit
 
     x, _ = load_default()
     data = torch.from_numpy(np.ascontiguousarray(x))

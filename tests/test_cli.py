@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from boltzkit import cli, exact, io
+from boltzkit import checkpoint as io, exact
+from boltzkit import cli
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_same_seed_same_model(tmp_path, small_data, trained):
 def test_evaluate_json_matches_exact(trained, small_data, capsys):
     assert cli.main(["evaluate", str(trained), "--data", str(small_data), "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
-    rbm, _, _ = io.load(trained)
+    rbm = io.load(trained)
     x = np.load(small_data)
     import torch
 
@@ -154,7 +155,7 @@ def test_evaluate_with_ais_brackets_the_exact_value(trained, small_data, capsys)
     assert cli.main(["evaluate", str(trained), "--data", str(small_data), "--method", "ais", "--betas", "500",
                      "--chains", "50", "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
-    rbm, _, _ = io.load(trained)
+    rbm = io.load(trained)
     log_z = exact.log_partition(rbm)
     low, high = result["log_partition_interval"]
     assert result["method"] == "ais" and low <= log_z <= high
@@ -223,7 +224,7 @@ def test_bad_monitoring_flags_exit_2(tmp_path, small_data, capsys, flags, messag
 
 def test_momentum_schedule_flags_reach_the_optimizer(tmp_path, small_data, monkeypatch):
     """--initial-momentum for --momentum-epochs epochs, then --momentum (Hinton's guide, §9)."""
-    from boltzkit import train
+    from boltzkit.training import trainer as train
 
     seen: list[float] = []
     original = train.Trainer._set_momentum

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from boltzkit import cli, io
-from boltzkit.rbm import RBM
+from boltzkit import checkpoint as io
+from boltzkit import cli
+from boltzkit.models.rbm import RBM
 
 USER0, ITEM0 = 100, 500  # original ids are offset so that internal indices cannot pass for them
 

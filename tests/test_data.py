@@ -477,7 +477,7 @@ def test_load_default():
 
 
 def test_embedded_file_is_small_and_packed():
-    path = Path(data.__file__).parent / "datasets" / data.DEFAULT_DATASET
+    path = Path(data.__file__).parent / "embedded" / data.DEFAULT_DATASET
     assert path.stat().st_size < 400_000
     with np.load(path) as f:
         assert f["pixels"].dtype == np.uint8 and f["pixels"].shape == (10000, 98)

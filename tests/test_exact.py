@@ -9,7 +9,7 @@ import torch
 
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 from conftest import random_rbm
 

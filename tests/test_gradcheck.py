@@ -7,10 +7,10 @@ import torch
 
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
-from boltzkit.estimators import (Centering, ContrastiveDivergence, Estimator,
+from boltzkit.training import (Centering, ContrastiveDivergence, Estimator,
                                  PersistentContrastiveDivergence, make_estimator, write_gradient)
-from boltzkit.gradcheck import gradient_quality, plot_gradient_quality
-from boltzkit.rbm import RBM
+from boltzkit.evaluation.gradient_quality import gradient_quality, plot_gradient_quality
+from boltzkit.models.rbm import RBM
 
 from conftest import random_rbm
 
@@ -83,7 +83,7 @@ def test_exact_centered_gradient_is_an_ascent_direction_of_the_likelihood():
     truth = exact.log_likelihood_gradient(rbm, data)           # ∇ mean log p
     mu_v, mu_h = data.mean(0), rbm.hidden_mean(data).mean(0).detach()
     g_w, g_b, g_c = (-truth["weight"], -truth["visible_bias"], -truth["hidden_bias"])
-    from boltzkit.estimators import _center_gradient
+    from boltzkit.models.rbm import center_gradient as _center_gradient
     _center_gradient(g_w, g_b, g_c, mu_v, mu_h)                 # in place: centered loss gradient
     before = exact.log_likelihood(rbm, data)
     with torch.no_grad():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError
-from boltzkit.monitor import pseudo_log_likelihood, reconstruction_error
-from boltzkit.rbm import RBM
-from boltzkit.units import UNIT_TYPES
+from boltzkit.evaluation.monitors import pseudo_log_likelihood, reconstruction_error
+from boltzkit.models.rbm import RBM
+from boltzkit.models.units import UNIT_TYPES
 
 from conftest import random_rbm
 
@@ -88,7 +88,7 @@ def test_ais_callback_matches_exact_and_leaves_training_alone():
     below it here): the estimate must be within 5 of those of the exact value.  The
     callback's own generator leaves the trained parameters bit-for-bit unchanged."""
     from boltzkit import Trainer, TrainingConfig, exact
-    from boltzkit.monitor import AISLikelihood, ExactLikelihood
+    from boltzkit.evaluation.monitors import AISLikelihood, ExactLikelihood
     from test_train import bars_and_stripes
 
     data = bars_and_stripes(4).repeat(4, 1)
@@ -116,7 +116,7 @@ def test_ais_callback_matches_exact_and_leaves_training_alone():
 
 def test_likelihood_callbacks_run_every_n_epochs_and_check_the_model_first():
     from boltzkit import Trainer, TrainingConfig
-    from boltzkit.monitor import AISLikelihood, ExactLikelihood
+    from boltzkit.evaluation.monitors import AISLikelihood, ExactLikelihood
 
     data = binary(40, 6, seed=6).float()
     callbacks = [ExactLikelihood({"ll": data}, every=2), AISLikelihood(data, every=3, n_betas=20, n_chains=5)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from boltzkit.errors import DataError
-from boltzkit.ratings import (
+from boltzkit.recommend import (
     BiasBaseline,
     GlobalMean,
     RatingData,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from boltzkit.errors import DataError
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 from conftest import random_rbm
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.estimators import _autograd_gradient, write_gradient
-from boltzkit.exact import log_likelihood, log_likelihood_gradient, log_partition
-from boltzkit.rbm import RBM
-from boltzkit.units import Softmax, make_units
+from boltzkit.models.base import free_energy_gradient
+from boltzkit.training.gradient import write_gradient
+from boltzkit.evaluation.exact import log_likelihood, log_likelihood_gradient, log_partition
+from boltzkit.models.rbm import RBM
+from boltzkit.models.units import Softmax, make_units
 
 from conftest import random_rbm
 
@@ -108,7 +109,7 @@ def test_closed_form_gradient_matches_autograd():
     v_neg = rbm.visible.sample(torch.randn(8, 9, generator=g, dtype=torch.float64), g)
     write_gradient(rbm, v_pos, v_neg)
     closed = {name: p.grad.clone() for name, p in rbm.named_parameters()}
-    _autograd_gradient(rbm, v_pos, v_neg)
+    free_energy_gradient(rbm, v_pos, v_neg)
     for name, p in rbm.named_parameters():
         torch.testing.assert_close(closed[name], p.grad, rtol=1e-12, atol=1e-12)
 

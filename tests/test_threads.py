@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError
-from boltzkit.rbm import RBM
-from boltzkit.threads import SINGLE_THREAD_BELOW, threads_for_update, torch_threads
-from boltzkit.train import Callback, Trainer, TrainingConfig
+from boltzkit.models.rbm import RBM
+from boltzkit.training.threads import SINGLE_THREAD_BELOW, threads_for_update, torch_threads
+from boltzkit.training import Callback, Trainer, TrainingConfig
 
 
 def test_torch_threads_sets_and_restores_even_on_error():

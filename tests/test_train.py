@@ -9,8 +9,8 @@ import torch
 
 from boltzkit import RBM, Trainer, TrainingConfig, exact, fit
 from boltzkit.errors import ConfigurationError, DivergenceError
-from boltzkit.estimators import make_estimator
-from boltzkit.train import Callback, EarlyStopping, MetricCallback
+from boltzkit.training.gradient import make_estimator
+from boltzkit.training import Callback, EarlyStopping, MetricCallback
 
 
 def bars_and_stripes(n: int = 4) -> torch.Tensor:
@@ -148,7 +148,7 @@ class StopAt(Callback):
 ], ids=["pcd", "pcd-centered", "fpcd", "pt", "cd-centered-sparse"])
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, options):
     """Through a checkpoint on disk, with the linear learning-rate decay of the whole run."""
-    from boltzkit import io
+    from boltzkit import checkpoint as io
     data = random_binary(60, 12)
     config = TrainingConfig(epochs=4, batch_size=20, lr=0.1, momentum_epochs=1, **options)
     whole = RBM(12, 5, seed=2)
@@ -164,7 +164,7 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, options):
         assert "estimator.fast_weight" in tensors
     io.save(tmp_path, first.rbm, extra={"training_state": state}, state=tensors)
 
-    rbm, saved, saved_tensors = io.load(tmp_path)
+    rbm, saved, saved_tensors = io.load_checkpoint(tmp_path, training_state=True)
     second = Trainer(rbm, config)
     second.load_training_state(saved_tensors, saved["training_state"])
     second.fit(data)

@@ -14,10 +14,11 @@ from scipy.stats import norm
 
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.estimators import ContrastiveDivergence, free_energy_gap, write_gradient
-from boltzkit.rbm import RBM
-from boltzkit.train import fit
-from boltzkit.units import Gaussian, ReLU, Spin, make_units
+from boltzkit.models.base import free_energy_gap
+from boltzkit.training.gradient import ContrastiveDivergence, write_gradient
+from boltzkit.models.rbm import RBM
+from boltzkit.training import fit
+from boltzkit.models.units import Gaussian, ReLU, Spin, make_units
 
 from conftest import random_rbm
 
@@ -383,7 +384,7 @@ def test_relu_hidden_rbm_trains_and_enumerates_visible():
 
 
 def test_first_row_outside_finds_the_first_bad_row_across_blocks():
-    from boltzkit.units import first_row_outside
+    from boltzkit.models.units import first_row_outside
     x = torch.zeros(10, 3)
     assert first_row_outside(x, (0.0, 1.0), rows=4) is None
     x[9, 1] = 0.5
@@ -393,7 +394,7 @@ def test_first_row_outside_finds_the_first_bad_row_across_blocks():
 
 
 def test_all_finite_sees_nan_and_inf_anywhere():
-    from boltzkit.units import all_finite
+    from boltzkit.models.units import all_finite
     x = torch.zeros(5000)
     assert all_finite(x) and all_finite(torch.zeros(0))
     for bad in (float("nan"), float("inf"), float("-inf")):
@@ -405,7 +406,7 @@ def test_all_finite_sees_nan_and_inf_anywhere():
 @pytest.mark.parametrize("beta, previous", [(0.5, 0.49999), (1.0, 0.99999), (0.001, 0.0),
                                             (1.0, 0.0), (0.0, 1.0), (0.3, 0.7)])
 def test_bernoulli_log_partition_change_matches_float64_difference(beta, previous):
-    from boltzkit.units import Bernoulli, Units
+    from boltzkit.models.units import Bernoulli, Units
     layer = Bernoulli(300)
     g = torch.Generator().manual_seed(0)
     for scale in (0.01, 1.0, 100.0):

@@ -1,7 +1,12 @@
-"""boltzkit: restricted Boltzmann machines on PyTorch, with exact ground truth."""
+"""boltzkit: energy-based models on PyTorch — RBMs of every unit type with exact ground truth,
+CD/PCD/PT/FPCD training through one trainer, AIS, collaborative filtering, a command line."""
 
-from .rbm import RBM
-from .train import Trainer, TrainingConfig, fit
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
-__all__ = ["RBM", "Trainer", "TrainingConfig", "fit", "__version__"]
+from .checkpoint import load, save  # noqa: E402
+from .evaluation import ais, exact  # noqa: E402
+from .models import RBM, ConditionalRBM, EnergyModel  # noqa: E402
+from .training import Trainer, TrainingConfig, fit  # noqa: E402
+
+__all__ = ["RBM", "ConditionalRBM", "EnergyModel", "Trainer", "TrainingConfig", "fit", "save", "load",
+           "ais", "exact", "__version__"]

@@ -5,20 +5,23 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .io import atomic_write_bytes
+from .checkpoint import atomic_write_bytes
 
 
-def _figure():
-    import matplotlib
+def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
+    """A matplotlib ``Figure`` on its own Agg canvas and a row of axes: no pyplot, no global
+    backend, nothing that touches a user's open figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
 
 
 def image_shape(n_pixels: int) -> tuple[int, int]:
@@ -51,10 +54,10 @@ def tile(images: np.ndarray, shape: tuple[int, int] | None = None, columns: int 
     return out
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Render ``fig`` as a PNG and write it atomically to ``path``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _figure().close(fig)
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
@@ -62,14 +65,13 @@ def _save(fig, path: str | Path) -> Path:
 def save_grid(images: np.ndarray, path: str | Path, title: str = "", normalise: bool = True,
               shape: tuple[int, int] | None = None, cmap: str = "gray") -> Path:
     """Save a grid of images (rows of ``images``) as a PNG."""
-    plt = _figure()
     grid = tile(images, shape, normalise=normalise)
-    fig, ax = plt.subplots(figsize=(min(12, 1 + grid.shape[1] / 30), min(12, 1 + grid.shape[0] / 30)))
+    fig, (ax,) = new_figure((min(12, 1 + grid.shape[1] / 30), min(12, 1 + grid.shape[0] / 30)))
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_filters(weight: np.ndarray, path: str | Path, max_filters: int = 100,
@@ -81,10 +83,9 @@ def save_filters(weight: np.ndarray, path: str | Path, max_filters: int = 100,
 
 def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     """One panel per metric recorded in ``history`` (a list of per-epoch dicts) against epoch."""
-    plt = _figure()
     keys = [k for k in dict.fromkeys(k for row in history for k in row) if k not in ("epoch", "lr")]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, axes = new_figure((4 * max(1, len(keys)), 3), max(1, len(keys)))
+    for ax, key in zip(axes, keys):
         points = [(row["epoch"], row[key]) for row in history if key in row]
         if points:
             ax.plot(*zip(*points), marker="o")
@@ -92,4 +93,4 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -19,8 +19,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .errors import ConfigurationError
-from .rbm import RBM
+from ..errors import ConfigurationError
+from ..models.rbm import RBM
 
 #: enumerate a layer only up to this many binary-equivalent units (2**25 states)
 MAX_ENUMERATED_BITS = 25

@@ -1,4 +1,4 @@
-"""The ``boltzkit`` command line: a thin layer over the library.
+"""``boltzkit train | sample | evaluate | gradcheck``: the core commands, thin over the library.
 
 Every bad input ends in one line ``boltzkit: error: …`` on stderr and exit code 2, before
 anything is written; a run that diverges keeps its last good checkpoint and exits with 1.
@@ -17,10 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import __version__, ais, data as datasets, exact, gradcheck, io, monitor, plot
-from .errors import BoltzkitError, DivergenceError
-from .rbm import RBM
-from .train import Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig
+from .. import __version__, checkpoint, data as datasets, plot
+from ..errors import BoltzkitError, DivergenceError
+from ..evaluation import ais, exact
+from ..evaluation import gradient_quality as gradcheck
+from ..evaluation import monitors as monitor
+from ..models import RBM
+from ..training import Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig, make_estimator
 
 #: exact log-likelihood is logged during training when the hidden layer has at most this many units
 LIVE_EXACT_HIDDEN = 20
@@ -103,7 +106,7 @@ class _SaveEachEpoch(Callback):
 
 def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
     tensors, state = trainer.training_state()
-    io.save(out, trainer.rbm, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
+    checkpoint.save(out, trainer.model, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
             state=tensors)
 
 
@@ -156,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     x_raw = load_data(args.data, args.key, args.binarize)
     resume_config, resume_tensors = None, None
     if args.resume:
-        rbm, resume_config, resume_tensors = io.load(args.resume, device=device)
+        rbm, resume_config, resume_tensors = checkpoint.load_checkpoint(args.resume, device, kind=RBM,
+                                                                        training_state=True)
         if "training_state" not in resume_config:
             raise BoltzkitError(f"{args.resume} holds no training state to resume from")
         x_np, data_info = prepare_data(x_raw, rbm.visible.spec(), resume_config.get("standardise"))
@@ -164,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved["epochs"] = args.epochs
         if args.threads is not None:
             saved["threads"] = args.threads
-        config = TrainingConfig(**saved)
+        config = TrainingConfig.from_dict(saved)
     else:
         x_np, data_info = prepare_data(x_raw, args.visible)
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -213,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if early is not None and early.message:
         print(f"boltzkit: {early.message}", file=sys.stderr)
     save_run(out, trainer, extra)
-    io.write_metrics_csv(out / "metrics.csv", trainer.history)
+    checkpoint.write_metrics_csv(out / "metrics.csv", trainer.history)
     if trainer.history:
         plot.save_curves(trainer.history, out / "curves.png")
     if rbm.visible.kind in ("bernoulli", "gaussian", "spin"):
@@ -228,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
     samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed), config)
     png = Path(args.png) if args.png else Path(args.model) / "samples.png"
     plot.save_grid(samples, png, title=f"{args.n} samples, {args.steps} Gibbs sweeps",
@@ -236,7 +240,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.npy:
         buffer = _io.BytesIO()
         np.save(buffer, samples)
-        io.atomic_write_bytes(Path(args.npy), buffer.getvalue())
+        checkpoint.atomic_write_bytes(Path(args.npy), buffer.getvalue())
     print(f"wrote {png}" + (f" and {args.npy}" if args.npy else ""))
     return 0
 
@@ -265,7 +269,7 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
     x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
                            config.get("standardise"))
     x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
@@ -287,9 +291,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
-    from .estimators import make_estimator
-
-    rbm, config, _ = io.load(args.model, device=_device(args.device))
+    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
     x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
                            config.get("standardise"))
     x = torch.from_numpy(x_np[: args.rows]).to(rbm.weight.device, rbm.weight.dtype)
@@ -412,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gradcheck)
 
-    from .cli_recommend import add_parser as add_recommend_parser
+    from .recommend import add_parser as add_recommend_parser
 
     add_recommend_parser(sub)
     return parser
@@ -433,18 +435,3 @@ def _check_positive(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise BoltzkitError(f"--{name} must be a positive number, got {value}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        _check_positive(args)
-        return args.func(args)
-    except BoltzkitError as e:
-        print(f"boltzkit: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

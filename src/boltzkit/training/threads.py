@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 #: B·V·H below which an update runs on one thread (784 × 20 × 100 ≈ 2^20.6; 784 × 500 × 100 ≈ 2^25.2)
 SINGLE_THREAD_BELOW = 1 << 23

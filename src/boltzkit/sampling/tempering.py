@@ -1,50 +1,18 @@
-"""Markov chains over the visible layer: explicit state, advanced by Gibbs kernels.
-
-A chain's state is a tensor of visible configurations (one row per chain); a kernel is a
-function of (model, state, randomness) returning the new state, so chains can persist
-across parameter updates, be swapped between temperatures, or be saved and resumed.
-"""
+"""Parallel tempering: persistent chains at a ladder of inverse temperatures that swap states."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigurationError
-from .rbm import RBM
+from typing import TYPE_CHECKING
 
+from ..errors import ConfigurationError
+from .chains import PersistentChains
+from .state import ChainState
 
-class PersistentChains:
-    """Fantasy particles kept between parameter updates (Tieleman 2008).
-
-    The chains start from training rows (``n_chains`` of them, drawn from the first batch
-    they see, with repetition when the batch is smaller) and then only move by Gibbs
-    sweeps under the current model: v ← Gibbs^k(v).
-    """
-
-    def __init__(self, n_chains: int | None = None) -> None:
-        self.n_chains = n_chains
-        self.state: Tensor | None = None
-
-    def initialise(self, v_data: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        n = self.n_chains or v_data.shape[0]
-        index = torch.randint(v_data.shape[0], (n,), generator=generator, device="cpu")
-        self.state = v_data[index.to(v_data.device)].clone()
-        return self.state
-
-    def advance(self, rbm: RBM, v_data: Tensor, steps: int,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Move every chain ``steps`` Gibbs sweeps and return the new state."""
-        if self.state is None or self.state.shape[1] != v_data.shape[1]:
-            self.initialise(v_data, generator)
-        self.state = rbm.sample(self.state, steps, generator)
-        return self.state
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {} if self.state is None else {"chains": self.state}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.state = state.get("chains")
+if TYPE_CHECKING:
+    from ..models.base import EnergyModel
 
 
 def tempering_betas(replicas: int, spacing: str = "linear", beta_min: float | None = None) -> list[float]:
@@ -88,7 +56,7 @@ class ParallelTempering(PersistentChains):
 
         log A = [−F_βi(v_j) − F_βj(v_i)] − [−F_βi(v_i) − F_βj(v_j)],   accept if u < e^{log A}
 
-    using :meth:`RBM.free_energy` at each β (exact for every unit type).  Acceptance counts
+    using the model's ``free_energy`` at each β (exact for every unit type).  Acceptance counts
     per neighbouring pair are kept in :attr:`swap_accepted` / :attr:`swap_attempts`;
     :attr:`swap_rates` is their ratio.
 
@@ -122,33 +90,35 @@ class ParallelTempering(PersistentChains):
         """Fraction of accepted swaps for each pair (β_r, β_r+1); NaN where none was tried."""
         return self.swap_accepted.double() / self.swap_attempts.double()
 
-    def initialise(self, v_data: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def initialise(self, model: "EnergyModel", v_data: Tensor,
+                   generator: torch.Generator | None = None) -> ChainState:
         """Every replica of a chain starts at the same training row."""
-        rows = super().initialise(v_data, generator)
-        self.state = rows.repeat(self.replicas, 1)
-        return self.state
+        rows = super().initialise(model, v_data, generator)
+        self.chains = ChainState(rows.visible.repeat(self.replicas, 1),
+                                 {k: v.repeat(self.replicas, 1) for k, v in rows.layers.items()})
+        return self.chains
 
     def model_samples(self) -> Tensor:
-        """The β = 1 replicas (a view of the state)."""
+        """The β = 1 replicas (a view of the visible state)."""
         return self.state[: self.state.shape[0] // self.replicas]
 
-    def advance(self, rbm: RBM, v_data: Tensor, steps: int,
-                generator: torch.Generator | None = None) -> Tensor:
-        """``steps`` times: one Gibbs sweep of every replica, then one round of swaps.
+    def advance(self, model: "EnergyModel", v_data: Tensor, steps: int,
+                generator: torch.Generator | None = None) -> ChainState:
+        """``steps`` times: one transition of every replica, then one round of swaps.
 
         Returns the β = 1 replicas.
         """
-        if self.state is None or self.state.shape[1] != v_data.shape[1]:
-            self.initialise(v_data, generator)
+        self._ready(model, v_data, generator)
         n = self.state.shape[0] // self.replicas
         beta = self.betas.to(self.state.device, self.state.dtype).repeat_interleave(n).unsqueeze(1)
         with torch.no_grad():
             for _ in range(steps):
-                self.state = rbm.gibbs_step(self.state, generator, beta)
-                self.swap(rbm, generator)
-        return self.model_samples()
+                self.chains = model.advance(self.chains, 1, generator, beta)
+                self.swap(model, generator)
+        return self.chains.index(torch.arange(n, device=self.state.device)) if self.chains.layers \
+            else ChainState(self.model_samples())
 
-    def swap(self, rbm: RBM, generator: torch.Generator | None = None) -> None:
+    def swap(self, model: "EnergyModel", generator: torch.Generator | None = None) -> None:
         """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2)."""
         R = self.replicas
         lower = list(range(self.parity, R - 1, 2))
@@ -166,7 +136,7 @@ class ParallelTempering(PersistentChains):
         beta_j = betas[pairs + 1].repeat_interleave(n)
         v_i, v_j = state[rows_i], state[rows_j]
         # F_βi(v_i), F_βj(v_j), F_βi(v_j), F_βj(v_i) in one call
-        f = rbm.free_energy(torch.cat([v_i, v_j, v_j, v_i]),
+        f = model.free_energy(torch.cat([v_i, v_j, v_j, v_i]),
                             torch.cat([beta_i, beta_j, beta_i, beta_j]).unsqueeze(1)).reshape(4, -1)
         log_accept = (f[0] + f[1]) - (f[2] + f[3])
         u = torch.rand(log_accept.shape, generator=generator, dtype=state.dtype, device=device)
@@ -174,20 +144,18 @@ class ParallelTempering(PersistentChains):
         perm = torch.arange(state.shape[0], device=device)
         perm[rows_i[accept]] = rows_j[accept]
         perm[rows_j[accept]] = rows_i[accept]
-        self.state = state[perm]
+        self.chains = self.chains.index(perm)
         counts = accept.reshape(len(lower), n).sum(1).cpu()
         self.swap_accepted[lower] += counts
         self.swap_attempts[lower] += n
 
     def state_dict(self) -> dict[str, Tensor]:
-        state = {"betas": self.betas, "swap_accepted": self.swap_accepted,
-                 "swap_attempts": self.swap_attempts, "parity": torch.tensor(self.parity)}
-        if self.state is not None:
-            state["chains"] = self.state
-        return state
+        return {"betas": self.betas, "swap_accepted": self.swap_accepted,
+                "swap_attempts": self.swap_attempts, "parity": torch.tensor(self.parity),
+                **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.state = state.get("chains")
+        super().load_state_dict(state)
         for name in ("betas", "swap_accepted", "swap_attempts"):
             if name in state:
                 setattr(self, name, state[name].cpu().clone())

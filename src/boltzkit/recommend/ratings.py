@@ -1,5 +1,4 @@
-"""Explicit ratings for collaborative filtering: loading, id maps, splits, dense layouts,
-metrics and non-RBM baselines.
+"""Explicit ratings for collaborative filtering: loading, id maps, splits, dense layouts.
 
 A data set is a list of triples (user, item, rating) with ratings r in {1, ..., K}. Users and
 items are stored under 0-based internal ids; ``user_ids[u]`` / ``item_ids[i]`` give the
@@ -27,25 +26,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from boltzkit.errors import DataError
+from ..errors import DataError
 
-__all__ = [
-    "RatingData",
-    "load_ratings",
-    "align_ratings",
-    "split_ratings",
-    "kfold_splits",
-    "to_dense",
-    "to_one_hot",
-    "rmse",
-    "mae",
-    "precision_at_k",
-    "recall_at_k",
-    "ndcg_at_k",
-    "ranking_metrics",
-    "GlobalMean",
-    "BiasBaseline",
-]
+__all__ = ["RatingData", "load_ratings", "align_ratings", "split_ratings", "kfold_splits", "to_dense",
+           "to_one_hot"]
 
 ArrayLike = np.ndarray | torch.Tensor | list | tuple
 
@@ -441,133 +425,6 @@ def to_one_hot(
     return v, mask
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-def _float_array(x: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{name} contains NaN or inf")
-    return arr
-
-
-def _pair(pred: ArrayLike, truth: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    p, t = _float_array(pred, "pred"), _float_array(truth, "truth")
-    if p.shape != t.shape:
-        raise DataError(f"pred and truth must have the same shape, got {p.shape} and {t.shape}")
-    if p.size == 0:
-        raise DataError("pred and truth are empty")
-    return p, t
-
-
-def rmse(pred: ArrayLike, truth: ArrayLike) -> float:
-    """Root mean squared error sqrt(mean((pred - truth)^2))."""
-    p, t = _pair(pred, truth)
-    return float(np.sqrt(np.mean((p - t) ** 2)))
-
-
-def mae(pred: ArrayLike, truth: ArrayLike) -> float:
-    """Mean absolute error mean(|pred - truth|)."""
-    p, t = _pair(pred, truth)
-    return float(np.mean(np.abs(p - t)))
-
-
-def ranking_metrics(
-    scores: ArrayLike,
-    train: RatingData | ArrayLike,
-    test: RatingData,
-    k: int = 10,
-    threshold: int = 4,
-) -> dict[str, float]:
-    """Top-k metrics on held-out items, averaged over evaluated users.
-
-    scores: (n_users, n_items), higher = recommend first. train: the training RatingData or a
-    bool (n_users, n_items) mask; training items are never ranked (score set to -inf).
-    test: held-out ratings under the same id maps; the relevant set R_u is the test items of
-    user u with rating >= threshold (default 4 of 5). Users with empty R_u are skipped; a test
-    item the user also has in training raises DataError. With T_u the top-k ranked items
-    (ties in an unspecified order), and binary gains:
-
-        precision@k = |T_u ∩ R_u| / k
-        recall@k    = |T_u ∩ R_u| / |R_u|
-        ndcg@k      = sum_{j=1..k} [item at rank j in R_u] / log2(j + 1)
-                      / sum_{j=1..min(k, |R_u|)} 1 / log2(j + 1)
-
-    Returns {"precision": ..., "recall": ..., "ndcg": ..., "n_users": users evaluated}.
-    """
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    s = torch.as_tensor(scores.detach().cpu() if isinstance(scores, torch.Tensor) else np.asarray(scores))
-    if s.ndim != 2:
-        raise DataError(f"scores must be 2-D (n_users, n_items), got shape {tuple(s.shape)}")
-    if not s.is_floating_point():
-        s = s.to(torch.float64)
-    n_users, n_items = s.shape
-    if (n_users, n_items) != (test.n_users, test.n_items):
-        raise DataError(
-            f"scores shape {(n_users, n_items)} does not match the test id maps "
-            f"({test.n_users}, {test.n_items})"
-        )
-    if torch.isnan(s).any():
-        raise DataError("scores contain NaN")
-    if isinstance(train, RatingData):
-        seen = to_dense(train, n_users, n_items, dtype=torch.int8) > 0
-    else:
-        seen = torch.as_tensor(train.detach().cpu() if isinstance(train, torch.Tensor) else np.asarray(train))
-        if seen.shape != s.shape:
-            raise DataError(f"train mask shape {tuple(seen.shape)} does not match scores {tuple(s.shape)}")
-        seen = seen.to(torch.bool)
-    tu, ti = torch.from_numpy(test.users), torch.from_numpy(test.items)
-    if seen[tu, ti].any():
-        raise DataError("some test (user, item) pairs are also in the training mask")
-
-    relevant = torch.zeros(n_users, n_items, dtype=torch.bool)
-    good = torch.from_numpy(test.ratings >= threshold)
-    relevant[tu[good], ti[good]] = True
-    n_rel = relevant.sum(dim=1)
-    rows = torch.nonzero(n_rel > 0).squeeze(1)
-    if rows.numel() == 0:
-        raise DataError(f"no user has a test rating >= {threshold}; nothing to rank")
-
-    kk = min(int(k), n_items)
-    masked = s[rows].masked_fill(seen[rows], float("-inf"))
-    top = torch.topk(masked, kk, dim=1).indices
-    hits = relevant[rows].gather(1, top).to(torch.float64)  # (n_eval, kk)
-    discount = 1.0 / torch.log2(torch.arange(2, kk + 2, dtype=torch.float64))
-    n_hit = hits.sum(dim=1)
-    rel = n_rel[rows].to(torch.float64)
-    ideal = torch.cumsum(discount, 0)[(rel.clamp(max=kk) - 1).long()]
-    return {
-        "precision": float((n_hit / int(k)).mean()),
-        "recall": float((n_hit / rel).mean()),
-        "ndcg": float(((hits * discount).sum(dim=1) / ideal).mean()),
-        "n_users": int(rows.numel()),
-    }
-
-
-def precision_at_k(
-    scores: ArrayLike, train: RatingData | ArrayLike, test: RatingData, k: int = 10, threshold: int = 4
-) -> float:
-    """Mean over users with a relevant test item of |top-k ∩ relevant| / k; see ranking_metrics."""
-    return ranking_metrics(scores, train, test, k, threshold)["precision"]
-
-
-def recall_at_k(
-    scores: ArrayLike, train: RatingData | ArrayLike, test: RatingData, k: int = 10, threshold: int = 4
-) -> float:
-    """Mean over users with a relevant test item of |top-k ∩ relevant| / |relevant|; see ranking_metrics."""
-    return ranking_metrics(scores, train, test, k, threshold)["recall"]
-
-
-def ndcg_at_k(
-    scores: ArrayLike, train: RatingData | ArrayLike, test: RatingData, k: int = 10, threshold: int = 4
-) -> float:
-    """Mean binary-gain NDCG@k over users with a relevant test item; see ranking_metrics."""
-    return ranking_metrics(scores, train, test, k, threshold)["ndcg"]
-
-
 # --------------------------------------------------------------------------- baselines
 
 
@@ -589,68 +446,3 @@ def _check_query(users: ArrayLike, items: ArrayLike, n_users: int, n_items: int)
     return u, i
 
 
-class GlobalMean:
-    """Predicts r̂ = μ, the mean training rating, for every (user, item)."""
-
-    def fit(self, train: RatingData) -> GlobalMean:
-        _check_fit_data(train)
-        self.mean_ = float(train.ratings.mean())
-        self.n_users_, self.n_items_ = train.n_users, train.n_items
-        return self
-
-    def predict(self, users: ArrayLike, items: ArrayLike) -> np.ndarray:
-        """μ for each (users[j], items[j]) pair of internal ids."""
-        u, _ = _check_query(users, items, self.n_users_, self.n_items_)
-        return np.full(u.shape, self.mean_, dtype=np.float64)
-
-
-class BiasBaseline:
-    """Baseline predictor r̂_ui = μ + b_u + b_i, clipped to [1, K].
-
-    μ is the mean training rating; the biases minimise
-
-        sum_{(u,i) observed} (r_ui - μ - b_u - b_i)^2 + reg_user * sum_u b_u^2 + reg_item * sum_i b_i^2
-
-    by ``n_iters`` alternating exact minimisations, starting from b = 0:
-
-        b_i = sum_{u in R(i)} (r_ui - μ - b_u) / (reg_item + |R(i)|)
-        b_u = sum_{i in R(u)} (r_ui - μ - b_i) / (reg_user + |R(u)|)
-
-    Users or items with no training rating get bias 0.
-    """
-
-    def __init__(self, reg_user: float = 5.0, reg_item: float = 5.0, n_iters: int = 10) -> None:
-        self.reg_user = reg_user
-        self.reg_item = reg_item
-        self.n_iters = n_iters
-
-    def fit(self, train: RatingData) -> BiasBaseline:
-        _check_fit_data(train)
-        if self.reg_user < 0 or self.reg_item < 0:
-            raise ValueError("reg_user and reg_item must be >= 0")
-        if isinstance(self.n_iters, bool) or int(self.n_iters) != self.n_iters or self.n_iters < 1:
-            raise ValueError(f"n_iters must be a positive integer, got {self.n_iters!r}")
-        u, i = train.users, train.items
-        r = train.ratings.astype(np.float64)
-        mu = float(r.mean())
-        n_u = np.bincount(u, minlength=train.n_users).astype(np.float64)
-        n_i = np.bincount(i, minlength=train.n_items).astype(np.float64)
-        b_u = np.zeros(train.n_users)
-        b_i = np.zeros(train.n_items)
-        # an unrated user/item has numerator 0; a denominator of 1 then gives bias 0
-        den_u = np.where(n_u > 0, self.reg_user + n_u, 1.0)
-        den_i = np.where(n_i > 0, self.reg_item + n_i, 1.0)
-        resid = r - mu
-        for _ in range(int(self.n_iters)):
-            b_i = np.bincount(i, resid - b_u[u], minlength=train.n_items) / den_i
-            b_u = np.bincount(u, resid - b_i[i], minlength=train.n_users) / den_u
-        self.user_bias_ = b_u
-        self.item_bias_ = b_i
-        self.mean_ = mu
-        self.n_levels_ = train.n_levels
-        return self
-
-    def predict(self, users: ArrayLike, items: ArrayLike) -> np.ndarray:
-        """μ + b_u + b_i for each (users[j], items[j]) pair of internal ids, clipped to [1, K]."""
-        u, i = _check_query(users, items, self.user_bias_.shape[0], self.item_bias_.shape[0])
-        return np.clip(self.mean_ + self.user_bias_[u] + self.item_bias_[i], 1.0, self.n_levels_)

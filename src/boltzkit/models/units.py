@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .errors import ConfigurationError, DataError
+from ..errors import ConfigurationError, DataError
 
 Beta = float | Tensor
 

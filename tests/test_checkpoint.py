@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from boltzkit import io
+from boltzkit import checkpoint as io
 from boltzkit.errors import CheckpointError
-from boltzkit.rbm import RBM
+from boltzkit.models.rbm import RBM
 
 from conftest import random_rbm
 
@@ -17,7 +17,7 @@ from conftest import random_rbm
 def test_round_trip_is_bit_for_bit(tmp_path):
     rbm = random_rbm(7, 5, dtype=torch.float32)
     io.save(tmp_path, rbm, state={"chains": torch.ones(3, 7)})
-    loaded, config, state = io.load(tmp_path)
+    loaded, config, state = io.load_checkpoint(tmp_path, training_state=True)
     for name, p in rbm.named_tensors().items():
         assert torch.equal(loaded.named_tensors()[name], p), name
     assert loaded.weight.dtype == torch.float32

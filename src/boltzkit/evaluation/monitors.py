@@ -3,16 +3,19 @@ and callbacks that log the log-likelihood (exact for small models, AIS for large
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from . import ais, exact
-from .errors import ConfigurationError
-from .rbm import RBM
-from .train import PeriodicCallback, Trainer
+from ..errors import ConfigurationError
+from ..models.rbm import RBM
+from ..training.callbacks import PeriodicCallback
+
+if TYPE_CHECKING:
+    from ..training.trainer import Trainer
 
 
 def reconstruction_error(rbm: RBM, data: Tensor) -> float:
@@ -64,13 +67,13 @@ class ExactLikelihood(PeriodicCallback):
         super().__init__(every)
         self.sets = _named_sets(data, "log_likelihood")
 
-    def on_train_begin(self, trainer: Trainer) -> None:
-        exact.enumerated_layer(trainer.rbm)  # raises before training if log Z is intractable
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        exact.enumerated_layer(trainer.model)  # raises before training if log Z is intractable
 
-    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        log_z = exact.log_partition(trainer.rbm)
+    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        log_z = exact.log_partition(trainer.model)
         for name, x in self.sets.items():
-            metrics[name] = exact.log_likelihood(trainer.rbm, x, log_z)
+            metrics[name] = exact.log_likelihood(trainer.model, x, log_z)
 
 
 class AISLikelihood(PeriodicCallback):
@@ -101,11 +104,11 @@ class AISLikelihood(PeriodicCallback):
         self.base_data = next(iter(self.sets.values())) if base_data is None else base_data
         self.last: ais.AISResult | None = None
 
-    def on_train_begin(self, trainer: Trainer) -> None:
-        ais.check_model(trainer.rbm)  # raises before training for unsupported hidden units
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        ais.check_model(trainer.model)  # raises before training for unsupported hidden units
 
-    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        rbm = trainer.rbm
+    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        rbm = trainer.model
         generator = torch.Generator(trainer.device).manual_seed(self.seed)
         base = self.base_data.to(trainer.device, trainer.dtype)
         self.last = ais.ais(rbm, base, n_chains=self.n_chains, betas=self.n_betas, generator=generator)

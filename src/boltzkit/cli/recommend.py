@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
-from .errors import BoltzkitError, DataError, DivergenceError
-from .ratings import (RatingData, align_ratings, load_ratings, mae, ranking_metrics, rmse, split_ratings,
+from .. import checkpoint
+from ..errors import BoltzkitError, DataError, DivergenceError
+from ..recommend import (RatingData, align_ratings, load_ratings, mae, ranking_metrics, rmse, split_ratings,
                       to_dense)
-from .recommend import CFRBM
-from .threads import torch_threads
+from ..recommend import CFRBM
+from ..training.threads import torch_threads
 
 #: help of ``--threads`` (every recommend command)
 THREADS_HELP = ("torch CPU threads (default 1: batches of 10 cases gain little from more, and two threads "
@@ -114,11 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out)
     model.save(out)
-    io.write_metrics_csv(out / "metrics.csv", history)
+    checkpoint.write_metrics_csv(out / "metrics.csv", history)
     message = f"wrote {out}/ (model.safetensors, config.json, metrics.csv)"
     if test is not None:
         result = test_metrics(model, test)
-        io.atomic_write_text(out / "test_metrics.json", json.dumps(result, indent=2) + "\n")
+        checkpoint.atomic_write_text(out / "test_metrics.json", json.dumps(result, indent=2) + "\n")
         message += f"; test RMSE {result['rmse']:.4f}, MAE {result['mae']:.4f} on {result['n']} ratings"
     else:
         (out / "test_metrics.json").unlink(missing_ok=True)  # a stale one from an earlier run

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ConfigurationError
-from .rbm import RBM
+from ..errors import ConfigurationError
+from ..models.rbm import RBM
 
 #: number of β values of the default schedule (Salakhutdinov & Murray 2008)
 DEFAULT_N_BETAS = 14_500

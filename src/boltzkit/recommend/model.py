@@ -56,30 +56,30 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
-from . import io
-from .errors import CheckpointError, ConfigurationError, DataError, DivergenceError
-from .estimators import ContrastiveDivergence
-from .ratings import RatingData, _check_fit_data, _check_query, rmse, split_ratings
-from .rbm import RBM
+from .. import checkpoint
+from ..errors import CheckpointError, ConfigurationError, DataError, DivergenceError
+from ..models.conditional import ConditionalRBM
+from ..models.rbm import RBM
+from ..training import Batch, BatchSource, Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig
+from ..training.gradient import ContrastiveDivergence
+from ..validation import check_choice, check_float, check_int, parse_dtype
+from .metrics import rmse
+from .ratings import RatingData, _check_fit_data, _check_query, split_ratings
 
 __all__ = ["CFRBM", "ConditionalRBM"]
 
-
-def _copy_state(module: nn.Module) -> dict[str, Tensor]:
-    return {name: t.detach().clone() for name, t in module.state_dict().items()}
+logger = logging.getLogger("boltzkit")
 
 #: the ``"model"`` entry of a collaborative-filtering checkpoint's config.json
 CHECKPOINT_MODEL = "CFRBM"
@@ -90,40 +90,6 @@ CASE_DEFAULTS: dict[str, dict[str, Any]] = {
     "items": {"weight_decay": 1e-3, "negative": "sample"},
     "users": {"weight_decay": 1e-2, "negative": "mean"},
 }
-
-
-class ConditionalRBM(RBM):
-    """An :class:`RBM` whose hidden field also receives ``r D`` for a per-row context ``r``.
-
-    Set the context of the current batch with :meth:`set_context`; while it is set,
-    ``hidden_field(v) = c + φ(v) W + r D`` — the Gibbs sampler, the estimators and
-    :func:`~boltzkit.estimators.write_gradient` then use the conditional field unchanged.
-    ``D`` (``context_weight``) gets its gradient from :meth:`write_context_gradient`.
-    """
-
-    def __init__(self, n_visible: int, n_hidden: int, n_context: int, **kwargs: Any) -> None:
-        super().__init__(n_visible, n_hidden, **kwargs)
-        self.context_weight = nn.Parameter(torch.zeros(n_context, n_hidden, dtype=self.weight.dtype,
-                                                       device=self.weight.device))
-        self.context: Tensor | None = None
-
-    def set_context(self, r: Tensor | None) -> None:
-        """Rows of r (batch × n_context) that condition the next calls; None switches it off."""
-        self.context = r
-
-    def hidden_field(self, v: Tensor) -> Tensor:
-        field = super().hidden_field(v)
-        if self.context is not None:
-            field = field.addmm_(self.context, self.context_weight)
-        return field
-
-    def write_context_gradient(self, v_pos: Tensor, v_neg: Tensor) -> None:
-        """``D.grad = rᵀ(μ⁻ − μ⁺)/B``, the free-energy gradient of D (context held fixed)."""
-        with torch.no_grad():
-            diff = self.hidden_mean(v_neg) - self.hidden_mean(v_pos)
-            grad = self.context.t() @ diff
-            grad.div_(v_pos.shape[0])
-            self.context_weight.grad = grad
 
 
 def paper_schedule(epochs: int) -> tuple[tuple[int, int], ...]:
@@ -282,6 +248,7 @@ class CFRBM:
         ``implicit``: optional (users, items) pairs known to be rated, ratings unknown; they
         only enter the context r of the conditional model.  ``callback(model, epoch)`` is
         called after every epoch (e.g. to record a test RMSE; it must not change the model).
+        Training runs on :class:`boltzkit.training.Trainer` (the loop every model shares).
         """
         _check_fit_data(train)
         self._check_config()
@@ -305,53 +272,42 @@ class CFRBM:
         per_group = counts.view(-1, k)
         rbm.visible.init_from_data(((per_group + 1) / (per_group.sum(1, keepdim=True) + k)).reshape(-1))
 
-        decay = [rbm.weight] + ([rbm.context_weight] if self.conditional else [])
-        rest = [rbm.visible.bias, rbm.hidden.bias]
-        optimizer = torch.optim.SGD([{"params": decay, "weight_decay": self._option("weight_decay")},
-                                     {"params": rest, "weight_decay": 0.0}], lr=self.lr, momentum=self.momentum)
-        generator = torch.Generator().manual_seed(self.seed)
-        shuffle = torch.Generator().manual_seed(self.seed + 1)
-        active = torch.nonzero(self.codes_.ne(0).any(1)).reshape(-1)  # cases with a training rating
-        self.history_: list[dict[str, float]] = []
-        best, self.best_epoch_ = math.inf, self.epochs
-        good = kept = _copy_state(rbm)  # last finite state; best state by validation RMSE
-        for epoch in range(1, self.epochs + 1):
-            t0 = time.perf_counter()
-            estimator = ContrastiveDivergence(self._steps(epoch), visible=self._option("negative"))
-            for group in optimizer.param_groups:
-                group["lr"] = self._lr(epoch)
-            order = active[torch.randperm(active.shape[0], generator=shuffle)]
-            for rows in order.split(self.batch_size):
-                v, mask = self._one_hot(self.codes_[rows])
-                if self.conditional:
-                    rbm.set_context(self._context_rows(rows))
-                v_neg = estimator.step(rbm, v, generator, mask=mask)
-                if self.conditional:
-                    rbm.write_context_gradient(v, v_neg)
-                optimizer.step()
-            if self.conditional:
-                rbm.set_context(None)
-            if not all(bool(torch.isfinite(p).all()) for p in rbm.parameters()):
-                rbm.load_state_dict(good)
-                self._set_inputs(train, implicit)
-                raise DivergenceError(f"training diverged in epoch {epoch}: non-finite parameters; the "
-                                      f"model keeps the state of epoch {epoch - 1}. Try a smaller lr")
-            good = _copy_state(rbm)
-            row: dict[str, float] = {"epoch": epoch, "cd_steps": estimator.k, "seconds": time.perf_counter() - t0}
-            if val is not None:
-                row["val_rmse"] = rmse(self.predict(val.users, val.items), val.ratings)
-                if row["val_rmse"] < best:
-                    best, self.best_epoch_ = row["val_rmse"], epoch
-                    kept = good
-            self.history_.append(row)
-            if self.verbose:
-                print(" ".join(f"{key} {value:.4g}" for key, value in row.items()), file=sys.stderr)
-            if callback is not None:
-                callback(self, epoch)
+        config = TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                momentum=self.momentum, initial_momentum=self.momentum,
+                                weight_decay=self._option("weight_decay"), method="cd",
+                                lr_schedule="epoch-linear" if self.lr_schedule == "linear" else "constant",
+                                init_visible_bias=False, seed=self.seed, threads=None)
+        callbacks: list[Callback] = [_CDSchedule(self), _EpochTimer()]
         if val is not None:
-            rbm.load_state_dict(kept)
+            callbacks += [MetricCallback("val_rmse", lambda _m, v: rmse(self.predict(v.users, v.items), v.ratings), val),
+                          EarlyStopping("val_rmse", patience=None, mode="min", verbose=False)]
+        if self.verbose:
+            callbacks.append(_LogEpoch())
+        if callback is not None:
+            callbacks.append(_CallEach(self, callback))
+        estimator = ContrastiveDivergence(self._steps(1), visible=self._option("negative"))
+        trainer = Trainer(rbm, config, estimator=estimator, optimizer=self._optimizer(rbm, config),
+                          callbacks=callbacks)
+        active = torch.nonzero(self.codes_.ne(0).any(1)).reshape(-1)  # cases with a training rating
+        try:
+            self.history_ = trainer.history  # filled epoch by epoch (a callback may read it)
+            trainer.fit(_CaseBatches(self, active))
+        except DivergenceError as e:
+            self._set_inputs(train, implicit)
+            raise DivergenceError(f"{e} The model keeps the state of epoch {trainer.epoch}.") from None
+        early = callbacks[3] if val is not None else None
+        self.best_epoch_ = early.best_epoch if early is not None and early.best_epoch else self.epochs
+        if val is not None:
             self._set_inputs(train, implicit)
         return self
+
+    def _optimizer(self, rbm: RBM, config: TrainingConfig) -> torch.optim.Optimizer:
+        """SGD with momentum; weight decay on W (and D) only — the loop the CF results were
+        measured with (non-fused: bit-identical to the first releases)."""
+        decay = rbm.decay_parameters()
+        rest = [rbm.visible.bias, rbm.hidden.bias]
+        return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                                {"params": rest, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
 
     def _set_inputs(self, data: RatingData, implicit: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """codes_ from ``data``; for the conditional model r = (rated in data or in ``implicit``)."""
@@ -517,39 +473,43 @@ class CFRBM:
                 tensors[name] = torch.from_numpy(ids.astype(np.int64))
         return tensors
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into directory ``path``, in the core
-        checkpoint format (:mod:`boltzkit.io`: atomic writes, SHA-256 of the tensors in the
-        config) with ``"model": "CFRBM"``.  Non-integer id maps go into the config as lists."""
-        from . import __version__
+    checkpoint_kind = CHECKPOINT_MODEL
+    checkpoint_description = "collaborative-filtering model (train one with 'boltzkit recommend train')"
 
+    def config(self) -> dict[str, Any]:
+        """config.json's model part: the options, the RBM's config, sizes, non-integer id maps."""
         self._check_fitted()
-        path = Path(path)
+        config: dict[str, Any] = {"model": CHECKPOINT_MODEL, "params": self.get_config(), "rbm": self.rbm_.config(),
+                                  "n_users": self.n_users_, "n_items": self.n_items_, "n_levels": self.n_levels_}
         tensors = self._tensors()
-        blob = io.tensor_bytes(tensors)
-        config: dict[str, Any] = {
-            "format": io.FORMAT, "format_version": io.FORMAT_VERSION, "library_version": __version__,
-            "model": CHECKPOINT_MODEL, "params": self.get_config(), "rbm": self.rbm_.config(),
-            "n_users": self.n_users_, "n_items": self.n_items_, "n_levels": self.n_levels_,
-            "tensors": sorted(tensors), "sha256": hashlib.sha256(blob).hexdigest()}
         for name in ("user_ids", "item_ids"):
             if name not in tensors:
                 config[name] = getattr(self, name + "_").tolist()
-        io.atomic_write_bytes(path / io.MODEL_FILE, blob)
-        io.atomic_write_text(path / io.CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return path
+        return config
+
+    def checkpoint_tensors(self) -> dict[str, Tensor]:
+        return self._tensors()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to directory ``path`` in the common checkpoint format
+        (:func:`boltzkit.checkpoint.save`: atomic, SHA-256 checked) with ``"model": "CFRBM"``."""
+        self._check_fitted()
+        return checkpoint.save(path, self)
 
     @classmethod
     def load(cls, path: str | Path) -> CFRBM:
         """Rebuild a fitted model written by :meth:`save`, bit for bit (no pickle)."""
-        config = io.read_config(path)
-        if config.get("model") != CHECKPOINT_MODEL:
-            raise CheckpointError(f"{path} holds a {config.get('model', 'RBM')} checkpoint, not a "
-                                  f"collaborative-filtering model (train one with 'boltzkit recommend train')")
-        tensors = io.load_tensors(path, config)
+        return checkpoint.load_checkpoint(path, kind=cls).model
+
+    @classmethod
+    def from_checkpoint(cls, config: dict[str, Any], tensors: dict[str, Tensor],
+                        device: str | torch.device | None = None) -> CFRBM:
+        """The fitted model from its checkpoint parts (see :func:`boltzkit.checkpoint.load`)."""
+        path = "checkpoint"
+        tensors = dict(tensors)
         try:
             params = dict(config["params"])
-            params["dtype"] = getattr(torch, params["dtype"])
+            params["dtype"] = parse_dtype(params["dtype"])
             if isinstance(params.get("cd_schedule"), list):
                 params["cd_schedule"] = tuple(tuple(p) for p in params["cd_schedule"])
             model = cls(**params)
@@ -561,7 +521,7 @@ class CFRBM:
             model.codes_ = tensors.pop("codes")
             model.context_ = tensors.pop("context").bool() if model.conditional else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{path}/{io.CONFIG_FILE} describes no valid CFRBM: {exc!r}") from None
+            raise CheckpointError(f"config.json describes no valid CFRBM: {exc!r}") from None
         model.user_ids_, model.item_ids_ = ids["user_ids"], ids["item_ids"]
         codes_shape = model._orient(model.n_users_, model.n_items_)
         expected = {"codes": codes_shape, "context": codes_shape if model.conditional else None,
@@ -570,15 +530,66 @@ class CFRBM:
         for name, shape in expected.items():
             if shape is not None and tuple(values[name].shape) != tuple(shape):
                 raise CheckpointError(f"{path}: {name} has shape {tuple(values[name].shape)}, expected {tuple(shape)}")
+        if model.codes_.dtype != torch.int8 or (model.codes_.numel() and (
+                int(model.codes_.min()) < 0 or int(model.codes_.max()) > model.n_levels_)):
+            raise CheckpointError(f"the stored rating codes must be int8 in 0..{model.n_levels_}")
         model.rbm_ = model._new_rbm(seed=None)
-        params_by_name = model.rbm_.named_tensors()
-        if set(params_by_name) != set(tensors):
-            raise CheckpointError(f"{path}: tensors {sorted(tensors)} do not match {sorted(params_by_name)}")
-        with torch.no_grad():
-            for name, p in params_by_name.items():
-                if tensors[name].shape != p.shape:
-                    raise CheckpointError(f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                                          f"expected {tuple(p.shape)}")
-                p.copy_(tensors[name])
+        model.rbm_.load_checkpoint_tensors(tensors)
         model.history_ = []
         return model
+
+
+checkpoint.register(CFRBM)
+
+
+class _CaseBatches(BatchSource):
+    """The training cases of a :class:`CFRBM` (rows of ``codes_`` with a rating) as one-hot
+    visibles, the mask of rated groups and, for the conditional model, the context r."""
+
+    def __init__(self, model: CFRBM, active: Tensor) -> None:
+        self.model, self.active = model, active
+
+    def __len__(self) -> int:
+        return self.active.shape[0]
+
+    def batch(self, rows: Tensor) -> Batch:
+        cases = self.active[rows]
+        v, mask = self.model._one_hot(self.model.codes_[cases])
+        context = self.model._context_rows(cases) if self.model.conditional else None
+        return Batch(v, mask, context)
+
+
+class _CDSchedule(Callback):
+    """Sets T of CD-T for each epoch from the model's ``cd_schedule``."""
+
+    def __init__(self, model: CFRBM) -> None:
+        self.model = model
+
+    def on_epoch_begin(self, trainer, epoch):
+        trainer.estimator.k = self.model._steps(epoch)
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        metrics["cd_steps"] = trainer.estimator.k
+
+
+class _EpochTimer(Callback):
+    """Records each epoch's wall time as ``seconds``."""
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        metrics["seconds"] = time.perf_counter() - self.start
+
+
+class _LogEpoch(Callback):
+    def on_epoch_end(self, trainer, epoch, metrics):
+        logger.info(" ".join(f"{key} {value:.4g}" for key, value in metrics.items()))
+
+
+class _CallEach(Callback):
+    def __init__(self, model: CFRBM, fn: Any) -> None:
+        self.model, self.fn = model, fn
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.fn(self.model, epoch)

@@ -35,10 +35,10 @@ import torch
 from torch import Tensor
 
 from . import exact
-from .errors import ConfigurationError
-from .estimators import Estimator
-from .plot import _figure, _save
-from .rbm import RBM
+from ..errors import ConfigurationError
+from ..training.gradient import Estimator
+from ..plot import new_figure, save_figure
+from ..models.rbm import RBM
 
 
 def _flat(tensors: Mapping[str, Tensor]) -> Tensor:
@@ -95,12 +95,11 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
 
 def plot_gradient_quality(result: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
     """Bar charts of bias norm, standard deviation (√variance) and cosine per estimator, as PNG."""
-    plt = _figure()
     names = list(result)
     panels = [("bias norm ‖E ĝ − g‖", [result[n]["bias_norm"] for n in names]),
               ("std. deviation √tr Cov ĝ", [math.sqrt(max(result[n]["variance"], 0.0)) for n in names]),
               ("cosine(ĝ, g)", [result[n]["cosine"] for n in names])]
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.2 * len(names), 3.5))
+    fig, axes = new_figure((4 + 1.2 * len(names), 3.5), 3)
     for ax, (title, values) in zip(axes, panels):
         ax.bar(range(len(names)), values, color="tab:blue")
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
@@ -108,4 +107,4 @@ def plot_gradient_quality(result: Mapping[str, Mapping[str, float]], path: str |
     axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
     fig.suptitle("gradient quality against the exact log-likelihood gradient", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,16 @@
+"""Training: the config, the one trainer, gradient estimators, batch sources and callbacks."""
+
+from .batches import Batch, BatchSource, LoaderBatches, TensorBatches
+from .callbacks import Callback, EarlyStopping, MetricCallback, PeriodicCallback
+from .config import TrainingConfig
+from .gradient import (ESTIMATORS, ContrastiveDivergence, Estimator, FastPersistentContrastiveDivergence,
+                       ParallelTemperingEstimator, PersistentContrastiveDivergence, build_estimator,
+                       make_estimator, write_gradient)
+from .regularisers import Centering, SparsityPenalty
+from .trainer import LossStep, Trainer, fit, make_sgd
+
+__all__ = ["Batch", "BatchSource", "LoaderBatches", "TensorBatches", "Callback", "EarlyStopping",
+           "MetricCallback", "PeriodicCallback", "TrainingConfig", "ESTIMATORS", "ContrastiveDivergence",
+           "Estimator", "FastPersistentContrastiveDivergence", "ParallelTemperingEstimator",
+           "PersistentContrastiveDivergence", "build_estimator", "make_estimator", "write_gradient",
+           "Centering", "SparsityPenalty", "LossStep", "Trainer", "fit", "make_sgd"]

@@ -1,0 +1,334 @@
+"""The one fit loop: batches → gradient step (fills ``.grad``) → ``torch.optim`` step → callbacks.
+
+Every model kind trains here.  An :class:`~boltzkit.models.base.EnergyModel` gets a gradient
+estimator (CD, PCD, PT, FPCD: :mod:`.gradient`) built from the config; a
+:class:`~boltzkit.models.base.LossModel` gets :class:`LossStep` (``loss.backward()``).  The
+trainer knows no model internals: weight decay goes to ``model.decay_parameters()``, data
+checks to ``model.check_data``, the initial biases to ``model.init_from_data``.
+
+Defaults follow Hinton's practical guide (2010) and Tieleman (2008): PCD-1, SGD with
+momentum 0.5 (0.9 was measured worse for PCD: BENCHMARKS.md), L2 weight decay on the weights
+only, visible biases started at the log-odds of the data marginals, and a learning rate that
+decays linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from ..errors import DivergenceError
+from ..models.units import all_finite
+from .batches import Batch, BatchSource, LoaderBatches, batch_source
+from .callbacks import Callback
+from .config import TrainingConfig
+from .gradient import build_estimator
+from .threads import threads_for_update, torch_threads
+
+logger = logging.getLogger("boltzkit")
+
+
+class LossStep:
+    """The gradient step of a model trained by a loss: ``.grad = ∇θ model.loss(batch)``."""
+
+    def step(self, model: Any, values: Tensor, generator: torch.Generator | None = None,
+             mask: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(Batch(values, mask, context))
+        loss.backward()
+        self.last_loss = loss.detach()
+        return loss.detach()
+
+    def rows(self, batch_size: int) -> int:
+        return batch_size
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        pass
+
+
+def default_step(model: Any, config: TrainingConfig) -> Any:
+    """The gradient step a model gets when none is given: an estimator or :class:`LossStep`."""
+    return LossStep() if hasattr(model, "loss") else build_estimator(config)
+
+
+@dataclass
+class Trainer:
+    """Trains any boltzkit model (an RBM, a CF-RBM's RBM, later kinds) on a batch source.
+
+    Example
+    -------
+    >>> rbm = RBM(784, 64)
+    >>> history = Trainer(rbm, TrainingConfig(epochs=1)).fit(data)   # doctest: +SKIP
+    """
+
+    model: Any
+    config: TrainingConfig = field(default_factory=TrainingConfig)
+    estimator: Any = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    callbacks: list[Callback] = field(default_factory=list)
+    progress: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0
+    #: more optimizers, by name, for models with several networks (a GAN's discriminator);
+    #: checkpointed and restored with the main one
+    extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        first = next(self.model.parameters())
+        self.device, self.dtype = first.device, first.dtype
+        self.stop = False
+        self._pending_scheduler: dict[str, Any] | None = None
+        self._scheduler_per_epoch = False
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.shuffle_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        if self.estimator is None:
+            self.estimator = default_step(self.model, cfg)
+        elif cfg.sparsity_target is not None and getattr(self.estimator, "sparsity", False) is None:
+            self.estimator.sparsify(cfg.sparsity_target, cfg.sparsity_cost, cfg.sparsity_decay)
+        if self.optimizer is None:
+            self.optimizer = make_sgd(self.model, cfg)
+
+    @property
+    def rbm(self) -> Any:
+        """The model (the name of the first releases, when every model was an RBM)."""
+        return self.model
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer, **{f"optimizer_{k}": o for k, o in self.extra_optimizers.items()}}
+
+    # -- schedule -------------------------------------------------------------------------
+    def _make_scheduler(self, batches_per_epoch: int) -> None:
+        if self.scheduler is not None or self.config.lr_schedule == "constant":
+            return
+        if self.config.lr_schedule == "epoch-linear":
+            epochs = self.config.epochs
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: 1 - e / epochs)
+            self._scheduler_per_epoch = True
+        else:
+            total = self.config.epochs * batches_per_epoch
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: max(0.0, 1.0 - step / total))
+        if self._pending_scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler)
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr  # the constructor reset it to the initial value
+
+    # -- resume ---------------------------------------------------------------------------
+    def training_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything beyond the parameters that a bit-for-bit resume needs.
+
+        Tensors: optimizer buffers, estimator state (persistent chains, PT swap state, fast
+        weights, centering offsets, sparsity estimate), both RNG states.
+        JSON: epoch, history, optimizer hyper-parameters, scheduler counters.
+        """
+        tensors: dict[str, Tensor] = {}
+        json_state: dict[str, Any] = {"epoch": self.epoch, "history": self.history}
+        for prefix, optimizer in self._optimizers().items():
+            opt = optimizer.state_dict()
+            tensors.update({f"{prefix}.{i}.{key}": value for i, state in opt["state"].items()
+                            for key, value in state.items() if isinstance(value, Tensor)})
+            numbers = {f"{i}.{key}": value for i, state in opt["state"].items()
+                       for key, value in state.items() if not isinstance(value, Tensor)}
+            key = "" if prefix == "optimizer" else prefix.removeprefix("optimizer") + "."
+            json_state[f"{key}param_groups" if key else "param_groups"] = opt["param_groups"]
+            json_state[f"{key}optimizer_numbers" if key else "optimizer_numbers"] = numbers
+        tensors.update({f"estimator.{k}": v for k, v in self.estimator.state_dict().items()})
+        tensors["rng.sampling"] = self.generator.get_state()
+        tensors["rng.shuffle"] = self.shuffle_generator.get_state()
+        json_state["scheduler"] = self.scheduler.state_dict() if self.scheduler is not None else None
+        return tensors, json_state
+
+    def load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (after the parameters are loaded)."""
+        for prefix, optimizer in self._optimizers().items():
+            key = "" if prefix == "optimizer" else prefix.removeprefix("optimizer") + "."
+            per_param: dict[int, dict[str, Any]] = {}
+            for name, value in tensors.items():
+                head, _, rest = name.partition(".")
+                if head == prefix:
+                    index, param_key = rest.split(".", 1)
+                    per_param.setdefault(int(index), {})[param_key] = value.to(self.device)
+            for name, value in state.get(f"{key}optimizer_numbers", {}).items():
+                index, param_key = name.split(".", 1)
+                per_param.setdefault(int(index), {})[param_key] = value
+            optimizer.load_state_dict({"state": per_param, "param_groups": state[f"{key}param_groups"]})
+        self.estimator.load_state_dict({k.removeprefix("estimator."): v.to(self.device)
+                                        for k, v in tensors.items() if k.startswith("estimator.")})
+        self.generator.set_state(tensors["rng.sampling"])
+        self.shuffle_generator.set_state(tensors["rng.shuffle"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        self._pending_scheduler = state.get("scheduler")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of the parameters, the optimizers' per-parameter state (momentum buffers) and
+        the estimator's state (chains, fast weights, offsets): a consistent point to go back to
+        with :meth:`restore`.  Counters, schedule, history and RNG states are not included."""
+        return {"model": _clone(self.model.state_dict()),
+                "optimizers": {k: copy.deepcopy(o.state_dict()["state"]) for k, o in self._optimizers().items()},
+                "estimator": _clone(self.estimator.state_dict())}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go back to a :meth:`snapshot` (copied again, so it can be restored more than once)."""
+        self.model.load_state_dict(snapshot["model"])
+        for key, optimizer in self._optimizers().items():
+            groups = optimizer.state_dict()["param_groups"]   # hyper-parameters stay as they are
+            optimizer.load_state_dict({"state": copy.deepcopy(snapshot["optimizers"][key]),
+                                       "param_groups": groups})
+        self.estimator.load_state_dict(_clone(snapshot["estimator"]))
+
+    def _set_momentum(self, epoch: int) -> None:
+        cfg = self.config
+        momentum = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
+        for group in self.optimizer.param_groups:
+            if "momentum" in group:
+                group["momentum"] = momentum
+
+    # -- divergence guard -----------------------------------------------------------------
+    def _check(self, good: dict[str, Any], where: str) -> None:
+        """Raise :class:`DivergenceError` after restoring ``good`` (a :meth:`snapshot`: the
+        parameters with their momentum buffers and chains) if the parameters went bad."""
+        bad = [name for name, p in self.model.named_parameters() if not all_finite(p)]
+        decayed = [p for p in self.model.decay_parameters()]
+        largest = max((float(p.detach().abs().max()) for p in decayed if p.numel()), default=0.0) if not bad else 0.0
+        if bad or largest > self.config.max_weight:
+            self.restore(good)
+            problem = (f"non-finite values in {', '.join(n.replace('.', '_') for n in bad)}" if bad
+                       else f"weights exploded (max |W| = {largest:.3g} > {self.config.max_weight:g})")
+            raise DivergenceError(
+                f"training diverged {where}: {problem}; the parameters, momentum buffers and "
+                f"chains were restored to the last good state (end of epoch {self.epoch}). "
+                f"Try a smaller learning rate.")
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, data: Any, check_every: int = 100) -> list[dict[str, float]]:
+        """Train for ``config.epochs`` epochs in total (resuming from ``self.epoch``).
+
+        ``data``: a tensor or NumPy array of rows, a :class:`~boltzkit.training.BatchSource`
+        (values with masks and contexts), or a ``torch.utils.data.DataLoader``.
+        """
+        cfg = self.config
+        source = batch_source(data)
+        shuffled = isinstance(source, BatchSource)
+        if shuffled:
+            source.check(self.model)
+            source = source.to(self.device, self.dtype)
+            n = len(source)
+            batches = math.ceil(n / cfg.batch_size)
+        else:
+            batches = len(source)
+        if self.epoch == 0 and cfg.init_visible_bias:
+            mean = source.mean()
+            if mean is not None:
+                self.model.init_from_data(mean.to(self.device, self.dtype))
+        self._make_scheduler(batches)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        bar = _progress(cfg.epochs * batches, self.epoch * batches, self.progress)
+        good = self.snapshot()
+        work = self.model.work_per_row() if hasattr(self.model, "work_per_row") else None
+        threads = cfg.threads or (threads_for_update(self.estimator.rows(cfg.batch_size), work, 1, self.device)
+                                  if work else None)
+        while self.epoch < cfg.epochs and not self.stop:
+            epoch = self.epoch + 1
+            for callback in self.callbacks:
+                callback.on_epoch_begin(self, epoch)
+            self._set_momentum(epoch)
+            if bar is not None:
+                bar.set_description(f"epoch {epoch}/{cfg.epochs}")
+            if shuffled:
+                order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+                epoch_batches: Iterable[Batch] = (source.batch(rows) for rows in order.split(cfg.batch_size))
+            else:
+                epoch_batches = self._checked(source)
+            with torch_threads(threads):
+                self._run_epoch(epoch_batches, epoch, good, bar, check_every)
+            self._check(good, f"in epoch {epoch}")
+            if self._scheduler_per_epoch:
+                self.scheduler.step()
+            self.epoch = epoch
+            metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                                         **self.estimator.metrics()}
+            self.history.append(metrics)  # callbacks fill it in place (and may save it)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, metrics)
+            good = self.snapshot()  # after the callbacks: one may have restored earlier parameters
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k not in ("epoch", "lr")})
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        if bar is not None:
+            bar.close()
+        return self.history
+
+    def _checked(self, source: LoaderBatches) -> Iterable[Batch]:
+        """A loader's batches, each checked against the model and moved to its device."""
+        for batch in source:
+            self.model.check_data(batch.values, source.name)
+            move = (lambda t: None if t is None else t.to(self.device, self.dtype))
+            yield Batch(move(batch.values), move(batch.mask), move(batch.context))
+
+    def _run_epoch(self, batches: Iterable[Batch], epoch: int, good: dict[str, Any], bar: Any,
+                   check_every: int) -> None:
+        """One pass over the batches: gradient step → optimizer → per-update scheduler."""
+        per_update = self.scheduler is not None and not self._scheduler_per_epoch
+        for i, batch in enumerate(batches):
+            try:
+                self.estimator.step(self.model, batch.values, self.generator, mask=batch.mask,
+                                    context=batch.context)
+            except RuntimeError:  # e.g. NaN probabilities from diverged parameters
+                self._check(good, f"in epoch {epoch}, batch {i + 1}")
+                raise
+            self.optimizer.step()
+            if per_update:
+                self.scheduler.step()
+            if (i + 1) % check_every == 0:
+                self._check(good, f"in epoch {epoch}, batch {i + 1}")
+            if bar is not None:
+                bar.update(1)
+
+
+def make_sgd(model: Any, config: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD with momentum, weight decay on ``model.decay_parameters()`` only (fused when available:
+    ≈ 2.5× faster than the loop over parameters)."""
+    decay = list(model.decay_parameters())
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    momentum = config.initial_momentum if config.momentum_epochs > 0 else config.momentum
+    try:
+        return torch.optim.SGD(groups, lr=config.lr, momentum=momentum, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.SGD(groups, lr=config.lr, momentum=momentum)
+
+
+def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, unit="batch", dynamic_ncols=True)
+
+
+def fit(model: Any, data: Any, callbacks: Iterable[Callback] = (), progress: bool = False,
+        **config: Any) -> list[dict[str, float]]:
+    """Train ``model`` on ``data`` with :class:`TrainingConfig` fields given as keywords."""
+    return Trainer(model, TrainingConfig(**config), callbacks=list(callbacks), progress=progress).fit(data)
