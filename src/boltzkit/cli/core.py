@@ -7,6 +7,8 @@ anything is written; a run that diverges keeps its last good checkpoint and exit
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import io as _io
 import json
 import math
@@ -25,6 +27,8 @@ from ..evaluation import monitors as monitor
 from ..models import RBM
 from ..training import Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig, make_estimator
 
+#: command groups beside the core commands: each module ``boltzkit.cli.<name>`` has ``add_parser(sub)``
+COMMAND_GROUPS = ("recommend", "sequence", "energy", "gan")
 #: exact log-likelihood is logged during training when the hidden layer has at most this many units
 LIVE_EXACT_HIDDEN = 20
 #: rows of the training data used for the per-epoch metrics
@@ -414,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gradcheck)
 
-    from .recommend import add_parser as add_recommend_parser
-
-    add_recommend_parser(sub)
+    for group in COMMAND_GROUPS:
+        if importlib.util.find_spec(f"{__package__}.{group}") is not None:
+            importlib.import_module(f"{__package__}.{group}").add_parser(sub)
     return parser
 
 
