@@ -33,8 +33,9 @@ from ..sampling.state import ChainState
 from .units import Beta, all_finite
 
 
-class CheckpointMixin:
-    """What :mod:`boltzkit.checkpoint` needs: a registered kind name, config and tensors."""
+class Model(nn.Module):
+    """What every model kind shares: the checkpoint parts (a registered kind name, config and
+    tensors) and the hooks the trainer calls (weight decay, initialisation from data)."""
 
     #: the ``"model"`` entry of config.json, the key of the checkpoint registry
     checkpoint_kind: ClassVar[str] = ""
@@ -47,15 +48,32 @@ class CheckpointMixin:
 
     def checkpoint_tensors(self) -> dict[str, Tensor]:
         """The tensors saved in ``model.safetensors`` (default: parameters, '.' → '_')."""
-        return {name.replace(".", "_"): p for name, p in self.named_parameters()}  # type: ignore[attr-defined]
+        return {name.replace(".", "_"): p for name, p in self.named_parameters()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "Model":
+        """An untrained model as :meth:`config` describes it."""
+        raise NotImplementedError
 
     @classmethod
     def from_checkpoint(cls, config: dict[str, Any], tensors: dict[str, Tensor],
                         device: str | torch.device | None = None) -> Any:
         """Rebuild the saved model: :meth:`from_config`, then copy the tensors in (checked)."""
-        model = cls.from_config(config, device=device)  # type: ignore[attr-defined]
+        model = cls.from_config(config, device=device)
         model.load_checkpoint_tensors(tensors)
         return model
+
+    # -- training hooks -----------------------------------------------------------------------
+    def decay_parameters(self) -> list[nn.Parameter]:
+        """Parameters that get weight decay (default: every parameter of two or more dimensions)."""
+        return [p for p in self.parameters() if p.dim() >= 2]
+
+    def init_from_data(self, mean: Tensor) -> None:
+        """Set parameters from the data's column means before training (default: nothing)."""
+
+    def work_per_row(self) -> int | None:
+        """Multiply-adds per data row of one matrix product, for the thread rule (None: unknown)."""
+        return None
 
     def load_checkpoint_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Copy ``tensors`` into :meth:`checkpoint_tensors` in place; names and shapes must match."""
@@ -81,7 +99,7 @@ class CheckpointMixin:
                 p.copy_(t)
 
 
-class EnergyModel(CheckpointMixin, nn.Module):
+class EnergyModel(Model):
     """A density over visible rows given by its free energy F_θ(x); see the module docstring.
 
     Subclasses implement :meth:`free_energy` and :meth:`advance` (one or more steps of an
@@ -142,32 +160,17 @@ class EnergyModel(CheckpointMixin, nn.Module):
             raise ConfigurationError(f"{type(self).__name__} takes no context; drop the batch's context")
         yield
 
-    # -- training hooks -----------------------------------------------------------------------
-    def decay_parameters(self) -> list[nn.Parameter]:
-        """Parameters that get weight decay (default: every parameter of two or more dimensions)."""
-        return [p for p in self.parameters() if p.dim() >= 2]
-
-    def init_from_data(self, mean: Tensor) -> None:
-        """Set parameters from the data mean before training (default: nothing)."""
-
-    def work_per_row(self) -> int | None:
-        """Multiply-adds per data row of one matrix product, for the thread rule (None: unknown)."""
-        return None
-
     def check_data(self, x: Tensor, name: str = "data") -> None:
         """Raise :class:`DataError` unless ``x`` is a non-empty, finite 2-D batch."""
         check_rows(x, name)
 
 
-class LossModel(CheckpointMixin, nn.Module):
+class LossModel(Model):
     """A model trained by minimising :meth:`loss` of a batch (RNN, LSTM, GAN networks)."""
 
     def loss(self, batch: Any) -> Tensor:
         """A scalar whose gradient the trainer back-propagates."""
         raise NotImplementedError
-
-    def decay_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.dim() >= 2]
 
     def check_data(self, x: Tensor, name: str = "data") -> None:
         if not all_finite(x):
