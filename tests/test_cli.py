@@ -213,7 +213,7 @@ def test_large_models_monitor_by_ais_when_asked_and_sparsity_is_saved(tmp_path, 
 @pytest.mark.parametrize("flags,message", [
     (["--hidden", "21", "--early-stopping", "2"], "needs a monitored log-likelihood"),
     (["--sparsity-target", "-0.1"], "sparsity target"),
-    (["--monitor-every", "0"], "--monitor-every"),
+    (["--monitor-every", "-1"], "--monitor-every"),
 ])
 def test_bad_monitoring_flags_exit_2(tmp_path, small_data, capsys, flags, message):
     out = tmp_path / "o"

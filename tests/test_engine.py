@@ -153,7 +153,10 @@ def test_pictures_leave_matplotlib_state_alone(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
-def test_early_stopping_logs_instead_of_printing(capsys, caplog):
+def test_early_stopping_logs_instead_of_printing(capsys, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("boltzkit"), "handlers", [])  # the CLI's handler, if a test installed it
     data = binary(40, 8)
     scores = iter([3.0, 2.0, 1.0, 0.0])
     callbacks = [MetricCallback("score", lambda m, d: next(scores), data), EarlyStopping("score", patience=1)]

@@ -111,17 +111,18 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def check_output_directory(directory: str | Path) -> Path:
+def check_output_directory(directory: str | Path, what: str = "output directory") -> Path:
     """``directory`` if a checkpoint can be written there (exists as a directory or can be
-    created); raise :class:`CheckpointError` naming the problem otherwise — before any work."""
+    created); raise :class:`CheckpointError` naming the problem otherwise — before any work.
+    ``what`` names it in the message (the command line passes its flag, e.g. ``--out``)."""
     directory = Path(directory)
     for parent in [directory, *directory.parents]:
-        if parent.exists():
+        if parent.exists() or parent.is_symlink():
             if not parent.is_dir():
-                what = "is" if parent == directory else f"lies under {parent}, which is"
-                raise CheckpointError(f"output directory {directory} {what} not a directory")
+                where = "is" if parent == directory else f"lies under {parent}, which is"
+                raise CheckpointError(f"{what} {directory} {where} not a directory")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise CheckpointError(f"output directory {directory}: {parent} is not writable")
+                raise CheckpointError(f"{what} {directory}: {parent} is not writable")
             break
     return directory
 

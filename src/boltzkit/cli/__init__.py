@@ -18,12 +18,24 @@ from .core import _check_positive, build_parser
 __all__ = ["main", "build_parser"]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message (tests and notebooks
+    replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _log_to_stderr(quiet: bool) -> None:
     logger = logging.getLogger("boltzkit")
-    if not any(getattr(h, "_boltzkit_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("boltzkit: %(message)s"))
-        handler._boltzkit_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 

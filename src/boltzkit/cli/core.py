@@ -10,9 +10,10 @@ import argparse
 import importlib
 import importlib.util
 import io as _io
-import json
+import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,12 +21,19 @@ import numpy as np
 import torch
 
 from .. import __version__, checkpoint, data as datasets, plot
-from ..errors import BoltzkitError, DivergenceError
+from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
 from ..evaluation import ais, exact
 from ..evaluation import gradient_quality as gradcheck
 from ..evaluation import monitors as monitor
 from ..models import RBM
-from ..training import Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig, make_estimator
+from ..models.units import make_units
+from ..sampling import ParallelTempering, tempering_betas
+from ..training import (Callback, EarlyStopping, LikelihoodGuard, MetricCallback, Trainer, TrainingConfig,
+                        independent_bernoulli_log_likelihood, make_estimator)
+from . import common
+from .common import HelpFormatter
+
+logger = logging.getLogger("boltzkit")
 
 #: command groups beside the core commands: each module ``boltzkit.cli.<name>`` has ``add_parser(sub)``
 COMMAND_GROUPS = ("recommend", "sequence", "energy", "gan")
@@ -33,119 +41,106 @@ COMMAND_GROUPS = ("recommend", "sequence", "energy", "gan")
 LIVE_EXACT_HIDDEN = 20
 #: rows of the training data used for the per-epoch metrics
 MONITOR_ROWS = 1000
+#: rows of the embedded digits held out of training for the demo's honest log-likelihood
+EMBEDDED_HOLDOUT = 1000
+EMBEDDED_NAME = "the embedded binarised-MNIST digits"
+#: the training flags a resumed run takes from its checkpoint (giving a different value is refused)
+RUN_FLAGS = {"batch_size": "batch_size", "lr": "lr", "momentum": "momentum", "initial_momentum": "initial_momentum",
+             "momentum_epochs": "momentum_epochs", "weight_decay": "weight_decay", "method": "method", "k": "k",
+             "chains": "n_chains", "seed": "seed", "lr_schedule": "lr_schedule", "centered": "centered",
+             "replicas": "replicas", "sparsity_target": "sparsity_target", "sparsity_cost": "sparsity_cost",
+             "sparsity_decay": "sparsity_decay"}
+#: defaults of the training flags (None in the parser, so that flags given with --resume are known)
+TRAIN_DEFAULTS = {"batch_size": 100, "lr": 0.05, "momentum": TrainingConfig.momentum, "momentum_epochs": 0,
+                  "weight_decay": TrainingConfig.weight_decay, "method": "pcd", "k": 1, "seed": 0,
+                  "lr_schedule": "linear", "replicas": 10, "sparsity_cost": TrainingConfig.sparsity_cost,
+                  "sparsity_decay": TrainingConfig.sparsity_decay, "epochs": 20, "hidden": None,
+                  "visible": "bernoulli", "dtype": "float32"}
 
 
-def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+# -- inputs -------------------------------------------------------------------------------------
+def parse_binarize(value: str | None) -> str | float | None:
+    """``--binarize``: ``stochastic`` or a threshold strictly between 0 and 1 (pixels scaled first)."""
+    if value is None or value == "stochastic":
+        return value
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BoltzkitError(f"unknown device {name!r} (use cpu, cuda, cuda:0, …)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BoltzkitError("--device cuda was asked for but no CUDA device is available")
-    return device
+        threshold = float(value)
+    except ValueError:
+        raise ConfigurationError(f"--binarize must be a threshold in (0, 1) or 'stochastic', got {value!r}") from None
+    if not 0.0 < threshold < 1.0:
+        raise ConfigurationError(f"--binarize threshold must lie in (0, 1) (pixels are scaled to [0, 1] first), "
+                                 f"got {value}")
+    return threshold
 
 
-def load_data(path: str | None, key: str | None = None, binarize: str | None = None,
-              label_column: int | None = None) -> np.ndarray:
+def parse_visible(spec: str) -> str:
+    """``--visible``: a unit type the visible layer can take (checked before any work)."""
+    name, _, argument = spec.partition(":")
+    if name == "softmax" and not argument:
+        raise ConfigurationError("--visible softmax needs the number of states, e.g. softmax:4 (codes 0..3)")
+    try:
+        units = make_units(spec, 1)
+    except (ConfigurationError, ValueError) as e:
+        raise ConfigurationError(f"--visible {spec}: {e}") from None
+    if units.hidden_only:
+        raise ConfigurationError(f"--visible {spec}: {units.kind} units can only be the hidden layer")
+    return spec
+
+
+def load_data(path: str | None, key: str | None = None, binarize: str | float | None = None,
+              label_column: int | None = None, flag: str = "--data") -> np.ndarray:
     """Data for the command line: the embedded set when ``path`` is None, else a file."""
+    name = f"{flag} {path}" if path else EMBEDDED_NAME
     if path is None:
         x, _ = datasets.load_default()
     else:
-        x, _ = datasets.load_array(path, key, label_column=label_column)
-    if binarize:
+        common.input_file(path, flag)
+        try:
+            x, _ = datasets.load_array(path, key, label_column=label_column)
+        except DataError as e:
+            raise DataError(f"{flag}: {str(e).replace('key=', '--key ')}") from None
+    if binarize is not None:
+        x = datasets.scale_to_unit(x)
         if binarize == "stochastic":
-            x = datasets.binarize(datasets.scale_to_unit(x), method="stochastic", seed=0)
+            x = datasets.binarize(x, method="stochastic", seed=0)
         else:
-            x = datasets.binarize(datasets.scale_to_unit(x), threshold=float(binarize))
-    return datasets.validate_data(x)
+            lo, hi = float(x.min()), float(x.max())
+            if not lo <= float(binarize) < hi:
+                raise DataError(f"{name}: --binarize {binarize} lies outside the data's range [{lo:g}, {hi:g}] "
+                                f"(after scaling to [0, 1]): every value would become {int(float(binarize) < lo)}")
+            x = datasets.binarize(x, threshold=float(binarize))
+    return datasets.validate_data(x, name=name)
 
 
-def _metric_callbacks(rbm: RBM, x: torch.Tensor, epochs: int, valid: torch.Tensor | None = None,
-                      every: int | None = None, betas: int = 1000, chains: int = 100,
-                      seed: int = 0) -> tuple[list[Callback], str | None]:
-    """Per-epoch metrics, and the name of the log-likelihood they record (None if none).
-
-    The log-likelihood of the first 1,000 training rows (and of ``valid``, as
-    ``valid_log_likelihood``) is exact when hidden ≤ 20, at an interval kept cheap unless
-    ``every`` is given; larger models get AIS (``ais_log_likelihood`` with ``_low``/``_high``)
-    only when asked for, by ``every`` or ``valid``.
-    """
-    subset = x[:MONITOR_ROWS]
-    callbacks: list[Callback] = [MetricCallback("reconstruction_error", monitor.reconstruction_error, subset)]
-    sets = {"": subset} if valid is None else {"": subset, "valid_": valid}
-    if rbm.n_hidden <= LIVE_EXACT_HIDDEN and exact.is_tractable(rbm):
-        # log Z costs 2^H·V operations; keep it to a few seconds per training run
-        every = every or max(1, min(epochs, (2 ** rbm.n_hidden * rbm.visible.dim) // 2 ** 27))
-        callbacks.append(monitor.ExactLikelihood({f"{p}log_likelihood": d for p, d in sets.items()}, every))
-        name = "log_likelihood"
-    elif every is not None or valid is not None:
-        callbacks.append(monitor.AISLikelihood({f"{p}ais_log_likelihood": d for p, d in sets.items()},
-                                               every or 1, n_betas=betas, n_chains=chains, seed=seed))
-        name = "ais_log_likelihood"
-    else:
-        return callbacks, None
-    return callbacks, name if valid is None else f"valid_{name}"
-
-
-def _model_samples(rbm: RBM, n: int, steps: int, seed: int) -> np.ndarray:
-    """Visible means after ``steps`` Gibbs sweeps from random starts p(v | h = 0)."""
-    g = torch.Generator(rbm.weight.device).manual_seed(seed)
-    with torch.no_grad():
-        start = rbm.visible.sample(rbm.visible.bias.expand(n, -1), g)
-        v = rbm.sample(start, steps, g)
-        return rbm.visible_mean(rbm.sample_hidden(v, g)).cpu().numpy()
-
-
-class _SaveEachEpoch(Callback):
-    """Writes the checkpoint, with everything a bit-for-bit resume needs, after every epoch."""
-
-    def __init__(self, out: Path, extra: dict[str, Any]) -> None:
-        self.out, self.extra = out, extra
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        save_run(self.out, trainer, self.extra)
-
-
-def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
-    tensors, state = trainer.training_state()
-    checkpoint.save(out, trainer.model, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
-            state=tensors)
-
-
-def _layer_types(values: list[str] | None) -> tuple[int, str]:
-    """``--hidden`` may be given as a count, a unit type, or both (``--hidden 100 --hidden relu``)."""
-    count, kind = 20, "bernoulli"
-    for value in values or []:
-        if value.isdigit() or value.lstrip("-").isdigit():
-            count = int(value)
-        else:
-            kind = value
-    return count, kind
-
-
-def prepare_data(x: np.ndarray, visible: str, standardise: dict[str, list[float]] | None = None
-                 ) -> tuple[np.ndarray, dict[str, Any]]:
+def prepare_data(x: np.ndarray, visible: str, standardise: dict[str, list[float]] | None = None,
+                 name: str = "data") -> tuple[np.ndarray, dict[str, Any]]:
     """Data in the form the visible units take: one-hot for ``softmax:K`` (from integer codes
     0..K−1), standardised columns for ``gaussian`` (statistics returned for config.json)."""
-    name, _, argument = visible.partition(":")
-    if name == "softmax":
-        k = int(argument or 0)
+    kind, _, argument = visible.partition(":")
+    if kind == "softmax":
+        k = int(argument)
         codes = np.asarray(x)
-        if k < 2 or not np.all((codes == np.round(codes)) & (codes >= 0) & (codes < k)):
-            raise BoltzkitError(f"softmax:{argument} data must be integer codes 0..{k - 1} (one column per variable)")
+        if not np.all((codes == np.round(codes)) & (codes >= 0) & (codes < k)):
+            raise DataError(f"{name}: softmax:{k} data must be integer codes 0..{k - 1} (one column per variable)")
         return np.eye(k, dtype=np.float32)[codes.astype(np.int64)].reshape(len(codes), -1), {}
-    if name == "gaussian":
+    if kind == "gaussian":
+        x64 = np.asarray(x, dtype=np.float64)
         if standardise is None:
-            mean, std = x.mean(0), x.std(0)
+            mean, std = x64.mean(0), x64.std(0)
             # floor: a near-constant column (an MNIST border pixel) must not blow up to 50σ
             std = np.maximum(std, 0.1 * std.mean()) if std.mean() > 0 else np.ones_like(std)
             standardise = {"mean": mean.tolist(), "std": std.tolist()}
         mean, std = np.asarray(standardise["mean"]), np.asarray(standardise["std"])
         if mean.shape[0] != x.shape[1]:
-            raise BoltzkitError(f"data has {x.shape[1]} columns but the model has {mean.shape[0]} visible units")
-        return ((x - mean) / std).astype(np.float32), {"standardise": standardise}
+            raise DataError(f"{name} has {x.shape[1]} columns but the model has {mean.shape[0]} visible units")
+        with np.errstate(all="ignore"):
+            z = (x64 - mean) / std
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all() and np.isfinite(z).all()
+                and np.abs(z).max() < 1e6):
+            raise DataError(f"{name}: cannot standardise the columns (values up to {np.abs(x64).max():.3g}; their "
+                            f"mean or spread overflows or vanishes); rescale the data first")
+        return z.astype(np.float32), {"standardise": standardise}
     return x, {}
 
 
@@ -156,111 +151,302 @@ def to_data_units(samples: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     return samples
 
 
+def _layer_types(values: list[str] | None) -> tuple[int, str]:
+    """``--hidden`` may be given as a count, a unit type, or both (``--hidden 100 --hidden relu``)."""
+    count, kind = 20, "bernoulli"
+    for value in values or []:
+        if value.lstrip("-").isdigit():
+            count = int(value)
+        else:
+            kind = value
+    return count, kind
+
+
+def _load_rbm(directory: str, device: torch.device, training_state: bool = False) -> tuple[RBM, dict, dict]:
+    return checkpoint.load_checkpoint(directory, device, kind=RBM, training_state=training_state)
+
+
+# -- monitoring -----------------------------------------------------------------------------------
+def _metric_callbacks(rbm: RBM, monitored: dict[str, torch.Tensor], epochs: int, every: int | None,
+                      betas: int, chains: int, seed: int, quiet: bool) -> tuple[list[Callback], str | None]:
+    """Per-epoch metrics on ``monitored`` ({prefix: data}), and the log-likelihood they record.
+
+    Reconstruction error every epoch (cheap).  The log-likelihood is exact when hidden ≤ 20
+    (log Z enumerates 2^H states), measured every ``every`` epochs and at the last one
+    (default: once after training, by :func:`final_likelihood`, so per-epoch monitoring stays a
+    small part of training); larger models get
+    AIS only when ``every`` or validation data is given.  ``every`` = 0 turns log-likelihood
+    monitoring off.
+    """
+    callbacks: list[Callback] = [MetricCallback(f"{p}reconstruction_error", monitor.reconstruction_error, d)
+                                 for p, d in monitored.items()]
+    if every == 0:
+        return callbacks, None
+    if rbm.n_hidden <= LIVE_EXACT_HIDDEN and exact.is_tractable(rbm):
+        if every is not None:
+            callbacks.append(monitor.ExactLikelihood({f"{p}log_likelihood": d for p, d in monitored.items()}, every))
+        name = "log_likelihood"  # without --monitor-every: measured once, after training (final_likelihood)
+    elif every is not None or "valid_" in monitored:
+        callbacks.append(monitor.AISLikelihood({f"{p}ais_log_likelihood": d for p, d in monitored.items()},
+                                               every or epochs, n_betas=betas, n_chains=chains, seed=seed))
+        name = "ais_log_likelihood"
+    else:
+        return callbacks, None
+    held_out = [p for p in monitored if p]
+    return callbacks, f"{held_out[0]}{name}" if held_out else name
+
+
+def _model_samples(rbm: RBM, n: int, steps: int, seed: int, mean: bool = True, method: str = "gibbs",
+                   replicas: int = 10) -> np.ndarray:
+    """Visible states after ``steps`` sweeps from random starts p(v | h = 0): binary samples, or
+    with ``mean`` the probabilities E[v | h] of the last half-step.  ``method="pt"`` runs
+    parallel tempering (``replicas`` temperatures) and returns the β = 1 replicas."""
+    g = torch.Generator(rbm.weight.device).manual_seed(seed)
+    with torch.no_grad():
+        start = rbm.visible.sample(rbm.visible.bias.expand(n, -1), g)
+        if method == "pt":
+            pt = ParallelTempering(tempering_betas(replicas), n)
+            pt.initialise(rbm, start, g)
+            v = pt.advance(rbm, start, steps, g).visible
+        else:
+            v = rbm.sample(start, steps, g)
+        h = rbm.sample_hidden(v, g)
+        out = rbm.visible_mean(h) if mean else rbm.sample_visible(h, g)
+        return out.cpu().numpy()
+
+
+class _SaveEachEpoch(Callback):
+    """Writes the checkpoint, with everything a bit-for-bit resume needs, after every epoch, and
+    every ``keep_every`` epochs also a copy in ``DIR/epoch-NNNN`` (kept)."""
+
+    def __init__(self, out: Path, extra: dict[str, Any], keep_every: int | None = None) -> None:
+        self.out, self.extra, self.keep_every = out, extra, keep_every
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        save_run(self.out, trainer, self.extra)
+        if self.keep_every and epoch % self.keep_every == 0:
+            save_run(self.out / f"epoch-{epoch:04d}", trainer, self.extra)
+
+
+def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
+    tensors, state = trainer.training_state()
+    checkpoint.save(out, trainer.model, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
+                    state=tensors)
+
+
+# -- train --------------------------------------------------------------------------------------------
+def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
+    """Flags given with --resume whose value differs from the saved run's."""
+    conflicts = []
+    for flag, field in RUN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value not in (None, False) and saved.get(field) != value:
+            conflicts.append(f"--{flag.replace('_', '-')} {value} (the run has {saved.get(field)})")
+    if args.hidden is not None:
+        n_hidden, kind = _layer_types(args.hidden)
+        if (n_hidden, kind) != (model_config.get("n_hidden"), model_config.get("hidden")):
+            conflicts.append(f"--hidden {n_hidden} {kind} (the run has {model_config.get('n_hidden')} "
+                             f"{model_config.get('hidden')})")
+    if args.visible is not None and args.visible != model_config.get("visible"):
+        conflicts.append(f"--visible {args.visible} (the run has {model_config.get('visible')})")
+    if args.dtype is not None and args.dtype != model_config.get("dtype"):
+        conflicts.append(f"--dtype {args.dtype} (the run has {model_config.get('dtype')})")
+    return conflicts
+
+
+def _new_config(args: argparse.Namespace) -> TrainingConfig:
+    value = (lambda name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name))
+    momentum = value("momentum")
+    return TrainingConfig(epochs=args.epochs, batch_size=value("batch_size"), lr=value("lr"), momentum=momentum,
+                          initial_momentum=momentum if args.initial_momentum is None else args.initial_momentum,
+                          momentum_epochs=value("momentum_epochs"), threads=args.threads,
+                          weight_decay=value("weight_decay"), method=value("method"), k=value("k"),
+                          n_chains=args.chains, seed=value("seed"), lr_schedule=value("lr_schedule"),
+                          centered=bool(args.centered), replicas=value("replicas"),
+                          sparsity_target=args.sparsity_target, sparsity_cost=value("sparsity_cost"),
+                          sparsity_decay=value("sparsity_decay"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    n_hidden, hidden_type = _layer_types(args.hidden)
-    x_raw = load_data(args.data, args.key, args.binarize)
-    resume_config, resume_tensors = None, None
+    device = common.device(args.device)
+    out = common.output_directory(args.out, "--out")
+    binarize = parse_binarize(args.binarize)
     if args.resume:
-        rbm, resume_config, resume_tensors = checkpoint.load_checkpoint(args.resume, device, kind=RBM,
-                                                                        training_state=True)
-        if "training_state" not in resume_config:
-            raise BoltzkitError(f"{args.resume} holds no training state to resume from")
-        x_np, data_info = prepare_data(x_raw, rbm.visible.spec(), resume_config.get("standardise"))
+        rbm, resume_config, resume_tensors = _load_rbm(args.resume, device, training_state=True)
+        if "training_state" not in resume_config or "training" not in resume_config:
+            raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
         saved = dict(resume_config["training"])
+        conflicts = _resume_conflicts(args, saved, resume_config)
+        if conflicts:
+            raise ConfigurationError(f"--resume continues the saved run; these flags contradict it: "
+                                     f"{'; '.join(conflicts)}. Drop them, or start a new run with --out")
         saved["epochs"] = args.epochs
         if args.threads is not None:
             saved["threads"] = args.threads
         config = TrainingConfig.from_dict(saved)
+        visible = rbm.visible.spec()
     else:
-        x_np, data_info = prepare_data(x_raw, args.visible)
-        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                momentum=args.momentum,
-                                initial_momentum=(args.momentum if args.initial_momentum is None
-                                                  else args.initial_momentum),
-                                momentum_epochs=args.momentum_epochs, threads=args.threads,
-                                weight_decay=args.weight_decay, method=args.method, k=args.k,
-                                n_chains=args.chains, seed=args.seed, lr_schedule=args.lr_schedule,
-                                centered=args.centered, replicas=args.replicas,
-                                sparsity_target=args.sparsity_target, sparsity_cost=args.sparsity_cost,
-                                sparsity_decay=args.sparsity_decay)
-        n_visible = x_np.shape[1] // max(1, int(args.visible.partition(":")[2] or 1)) \
-            if args.visible.startswith("softmax") else x_np.shape[1]
-        rbm = RBM(n_visible, n_hidden, visible=args.visible, hidden=hidden_type, seed=args.seed,
-                  dtype=dtype, device=device)
-    x = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
-    rbm.check_data(x, args.data or "embedded data")
-    valid = None
+        visible = parse_visible(args.visible or "bernoulli")
+        n_hidden, hidden_type = _layer_types(args.hidden)
+        common.positive("--hidden", n_hidden)
+        config = _new_config(args)
+    if binarize is not None and visible.startswith("softmax"):
+        raise ConfigurationError("--binarize cannot be used with --visible softmax:K (the data are integer codes)")
+    x_raw = load_data(args.data, args.key, binarize)
+    holdout = args.holdout if args.holdout is not None else (EMBEDDED_HOLDOUT if args.data is None else 0)
+    if not 0 <= holdout < x_raw.shape[0]:
+        raise ConfigurationError(f"--holdout {holdout} must leave rows to train on (the data has {x_raw.shape[0]})")
+    name = f"--data {args.data}" if args.data else EMBEDDED_NAME
+    x_np, data_info = prepare_data(x_raw, visible, resume_config.get("standardise") if args.resume else None, name)
+    if not args.resume:
+        dtype = torch.float64 if (args.dtype or "float32") == "float64" else torch.float32
+        n_visible = x_np.shape[1] // int(visible.partition(":")[2]) if visible.startswith("softmax") else x_np.shape[1]
+        rbm = RBM(n_visible, n_hidden, visible=visible, hidden=hidden_type, seed=config.seed, dtype=dtype,
+                  device=device)
+    x_all = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
+    rbm.check_data(x_all, name)
+    held_out = None
+    if holdout:
+        order = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(config.seed + 2))
+        held_out, x = x_all[order[:holdout].to(device)], x_all[order[holdout:].to(device)]
+    else:
+        x = x_all
+    monitored: dict[str, torch.Tensor] = {"": x[:MONITOR_ROWS]}
+    descriptions = {"": f"first {min(MONITOR_ROWS, x.shape[0]):,} training rows"}
+    if held_out is not None:
+        monitored["heldout_"] = held_out
+        descriptions["heldout_"] = f"{holdout:,} held-out rows of {'the embedded digits' if args.data is None else name}"
     if args.valid:
-        valid_np, _ = prepare_data(load_data(args.valid, args.key, args.binarize), rbm.visible.spec(),
-                                   data_info.get("standardise"))
+        valid_np, _ = prepare_data(load_data(args.valid, args.key, binarize, flag="--valid"), visible,
+                                   data_info.get("standardise"), f"--valid {args.valid}")
         valid = torch.from_numpy(valid_np).to(device, rbm.weight.dtype)
-        rbm.check_data(valid, args.valid)
-    callbacks, watched = _metric_callbacks(rbm, x, config.epochs, valid, args.monitor_every,
-                                           args.monitor_betas, args.monitor_chains, config.seed)
+        rbm.check_data(valid, f"--valid {args.valid}")
+        monitored["valid_"] = valid
+        descriptions["valid_"] = f"{valid.shape[0]:,} rows of --valid {args.valid}"
+    callbacks, watched = _metric_callbacks(rbm, monitored, config.epochs, args.monitor_every, args.monitor_betas,
+                                           args.monitor_chains, config.seed, args.quiet)
+    final = watched is not None and watched.endswith("log_likelihood") and "ais" not in watched \
+        and args.monitor_every is None  # exact, measured once after training
+    floor = None
+    if watched is not None and rbm.visible.kind == "bernoulli":
+        baseline = independent_bernoulli_log_likelihood(x)
+        floor = baseline - 0.5 * abs(baseline)
+        callbacks.append(LikelihoodGuard(watched, floor=floor))
     early = None
     if args.early_stopping is not None:
-        if watched is None:
-            raise BoltzkitError("--early-stopping needs a monitored log-likelihood: give --valid FILE "
-                                "or --monitor-every N")
+        if watched is None or final:
+            raise ConfigurationError("--early-stopping needs a monitored log-likelihood, measured during training: give "
+                                     "--monitor-every N (and --valid FILE)")
         early = EarlyStopping(watched, args.early_stopping, args.min_delta, verbose=False)
         callbacks.append(early)  # after the metrics, before the checkpoint
-    out = Path(args.out)
-    extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test", **data_info}
-    trainer = Trainer(rbm, config, callbacks=callbacks + [_SaveEachEpoch(out, extra)],
+    extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test",
+             "holdout": holdout, "monitored_on": descriptions, **data_info}
+    trainer = Trainer(rbm, config, callbacks=callbacks + [_SaveEachEpoch(out, extra, args.save_every)],
                       progress=not args.quiet)
-    if resume_config is not None:
+    if args.resume:
         trainer.load_training_state(resume_tensors, resume_config["training_state"])
     status = 0
+    start = time.perf_counter()
     try:
         trainer.fit(x)
     except DivergenceError as e:
-        print(f"boltzkit: {e}", file=sys.stderr)
+        logger.warning(str(e))
         status = 1
+    seconds = time.perf_counter() - start
+    if status == 0 and final:
+        status = final_likelihood(trainer, monitored, floor, progress=not args.quiet)
     if early is not None and early.message:
-        print(f"boltzkit: {early.message}", file=sys.stderr)
+        logger.warning(early.message)
     save_run(out, trainer, extra)
     checkpoint.write_metrics_csv(out / "metrics.csv", trainer.history)
+    labels = {f"{p}{m}": d for p, d in descriptions.items()
+              for m in ("log_likelihood", "ais_log_likelihood", "reconstruction_error")}
+    _write_pictures(rbm, trainer, out, config.seed, data_info, labels)
+    print(_summary(trainer, out, seconds, descriptions))
+    return status
+
+
+def final_likelihood(trainer: Trainer, monitored: dict[str, torch.Tensor], floor: float | None,
+                     progress: bool) -> int:
+    """The exact log-likelihood of every monitored set after training (one log Z), added to the
+    last epoch's metrics; 1 (with a warning) when it collapsed below ``floor``, else 0."""
+    rbm = trainer.model
+    if not trainer.history:
+        return 0
+    start = time.perf_counter()
+    log_z = exact.log_partition(rbm, progress=progress)
+    row = trainer.history[-1]
+    for prefix, data in monitored.items():
+        row[f"{prefix}log_likelihood"] = exact.log_likelihood(rbm, data, log_z)
+    row["log_partition"] = log_z
+    logger.info(f"exact log-likelihood after training: log Z by enumerating {2 ** rbm.n_hidden:,} hidden "
+                f"states in {time.perf_counter() - start:.1f} s")
+    worst = min(row[f"{p}log_likelihood"] for p in monitored)
+    if floor is not None and (not math.isfinite(worst) or worst < floor):
+        logger.warning(f"training diverged: the log-likelihood collapsed to {worst:.6g} nats (below {floor:.6g}, far "
+                       f"worse than independent units with the data's marginals); try a smaller learning rate")
+        return 1
+    return 0
+
+
+def _write_pictures(rbm: RBM, trainer: Trainer, out: Path, seed: int, data_info: dict[str, Any],
+                    labels: dict[str, str]) -> None:
     if trainer.history:
         plot.save_curves(trainer.history, out / "curves.png")
     if rbm.visible.kind in ("bernoulli", "gaussian", "spin"):
         plot.save_filters(rbm.weight.detach().cpu().numpy(), out / "filters.png")
-        samples = to_data_units(_model_samples(rbm, 64, 1000, config.seed), data_info)
-        plot.save_grid(samples, out / "samples.png", title="samples (1000 Gibbs sweeps)",
+        samples = to_data_units(_model_samples(rbm, 64, 1000, seed), data_info)
+        plot.save_grid(samples, out / "samples.png",
+                       title="64 model samples: E[v | h] after 1000 Gibbs sweeps from noise",
                        normalise=rbm.visible.kind != "bernoulli")
+
+
+def _summary(trainer: Trainer, out: Path, seconds: float, descriptions: dict[str, str]) -> str:
     last = trainer.history[-1] if trainer.history else {}
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("epoch", "lr"))
-    print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, PNGs); {summary}")
-    return status
+    parts = []
+    for prefix, where in descriptions.items():
+        for metric, unit in (("log_likelihood", "nats"), ("ais_log_likelihood", "nats (AIS)")):
+            if f"{prefix}{metric}" in last:
+                parts.append(f"log-likelihood {last[prefix + metric]:.2f} {unit} per example on {where}")
+    recon = last.get("heldout_reconstruction_error", last.get("reconstruction_error"))
+    if recon is not None:
+        parts.append(f"reconstruction error {recon:.4f}")
+    return (f"trained {trainer.epoch} epochs in {seconds:.1f} s; wrote {out}/ (model.safetensors, config.json, "
+            f"metrics.csv, PNGs)" + ("\n" + "\n".join(f"  {p}" for p in parts) if parts else ""))
 
 
+# -- sample ---------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
-    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
-    samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed), config)
-    png = Path(args.png) if args.png else Path(args.model) / "samples.png"
-    plot.save_grid(samples, png, title=f"{args.n} samples, {args.steps} Gibbs sweeps",
+    png = common.output_file(args.png or Path(args.model) / "samples.png", "--png")
+    npy = common.output_file(args.npy, "--npy") if args.npy else None
+    rbm, config, _ = _load_rbm(args.model, common.device(args.device))
+    mean = args.values == "probabilities"
+    samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed, mean, args.method, args.replicas),
+                            config)
+    what = "E[v | h] (probabilities)" if mean else "binary samples"
+    plot.save_grid(samples, png, title=f"{args.n} {what} after {args.steps} {args.method} sweeps",
                    normalise=rbm.visible.kind != "bernoulli")
-    if args.npy:
+    if npy is not None:
         buffer = _io.BytesIO()
         np.save(buffer, samples)
-        checkpoint.atomic_write_bytes(Path(args.npy), buffer.getvalue())
-    print(f"wrote {png}" + (f" and {args.npy}" if args.npy else ""))
+        checkpoint.atomic_write_bytes(npy, buffer.getvalue())
+    print(f"wrote {png}" + (f" and {npy}" if npy else "") + f" ({what})")
     return 0
 
 
+# -- evaluate -----------------------------------------------------------------------------------------------
 def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
-             betas: int = 14500, seed: int = 0) -> dict[str, Any]:
+             betas: int = 14500, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Mean test log-likelihood (nats) with the method used, reconstruction error, PL."""
     if method == "auto":
         method = "exact" if exact.is_tractable(rbm) else "ais"
     result: dict[str, Any] = {"method": method, "n": int(x.shape[0])}
     if method == "exact":
-        log_z = exact.log_partition(rbm)
+        log_z = exact.log_partition(rbm, progress=progress)
         result.update(log_partition=log_z, log_likelihood=exact.log_likelihood(rbm, x, log_z))
     else:
         run = ais.ais if method == "ais" else ais.reverse_ais
-        estimate = run(rbm, x, n_chains=chains, betas=betas, seed=seed)
+        estimate = run(rbm, x, n_chains=chains, betas=betas, seed=seed, progress=progress)
         ll = ais.log_likelihood(rbm, x, estimate)
         result.update(log_partition=estimate.log_z,
                       log_partition_interval=[estimate.log_z_low, estimate.log_z_high],
@@ -273,12 +459,14 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
-    x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
-                           config.get("standardise"))
+    rbm, config, _ = _load_rbm(args.model, common.device(args.device))
+    name = f"--data {args.data}" if args.data else EMBEDDED_NAME
+    x_np, _ = prepare_data(load_data(args.data, args.key, parse_binarize(args.binarize)), rbm.visible.spec(),
+                           config.get("standardise"), name)
     x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
-    rbm.check_data(x, args.data)
-    result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed)
+    rbm.check_data(x, name)
+    result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed, progress=not args.quiet)
+    result["data"] = args.data or "embedded:binarized_mnist_test"
     if "standardise" in config:
         # density of the data, not of the standardised data: log p(x) = log p(z) − Σ_i log σ_i
         shift = -float(np.log(np.asarray(config["standardise"]["std"])).sum())
@@ -286,22 +474,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "log_likelihood_interval" in result:
             result["log_likelihood_interval"] = [v + shift for v in result["log_likelihood_interval"]]
         result["log_likelihood_units"] = "data units (standardisation Jacobian included)"
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    common.print_result(result, args.json)
     return 0
 
 
+# -- gradcheck ----------------------------------------------------------------------------------------------
 def cmd_gradcheck(args: argparse.Namespace) -> int:
-    rbm, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=RBM)
-    x_np, _ = prepare_data(load_data(args.data, args.key, args.binarize), rbm.visible.spec(),
-                           config.get("standardise"))
+    png = common.output_file(args.png or Path(args.model) / "gradcheck.png", "--png")
+    rbm, config, _ = _load_rbm(args.model, common.device(args.device))
+    name = f"--data {args.data}" if args.data else EMBEDDED_NAME
+    x_np, _ = prepare_data(load_data(args.data, args.key, parse_binarize(args.binarize)), rbm.visible.spec(),
+                           config.get("standardise"), name)
     x = torch.from_numpy(x_np[: args.rows]).to(rbm.weight.device, rbm.weight.dtype)
-    rbm.check_data(x, args.data)
+    rbm.check_data(x, name)
     if not exact.is_tractable(rbm):
-        raise BoltzkitError("gradcheck needs the exact gradient: the smaller layer must have ≤ 25 units")
+        raise ConfigurationError("gradcheck needs the exact gradient: the smaller layer must have ≤ 25 units")
     chains = x.shape[0]
     estimators = {f"CD-{k}": make_estimator("cd", k) for k in args.k}
     estimators.update({"PCD-1": make_estimator("pcd", 1, chains), "FPCD-1": make_estimator("fpcd", 1, chains),
@@ -309,113 +496,141 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                        "centered PCD-1": make_estimator("pcd", 1, chains, centered=True)})
     result = gradcheck.gradient_quality(rbm, x, estimators, repeats=args.repeats, seed=args.seed,
                                         burn_in=args.burn_in)
-    png = Path(args.png) if args.png else Path(args.model) / "gradcheck.png"
     gradcheck.plot_gradient_quality(result, png)
     if args.json:
-        print(json.dumps(result))
+        print(common.finite_json(result))
     else:
-        print(f"{'estimator':>20} {'|bias|':>10} {'variance':>10} {'cosine':>8}")
-        for name, row in result.items():
-            print(f"{name:>20} {row['bias_norm']:10.4g} {row['variance']:10.4g} {row['cosine']:8.3f}")
+        print(f"{'estimator':>20} {'|bias|':>10} {'std dev':>10} {'cosine':>8}")
+        for row_name, row in result.items():
+            print(f"{row_name:>20} {row['bias_norm']:10.4g} {math.sqrt(max(row['variance'], 0.0)):10.4g} "
+                  f"{row['cosine']:8.3f}")
         print(f"wrote {png}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="boltzkit", description="Restricted Boltzmann machines.")
+    parser = argparse.ArgumentParser(
+        prog="boltzkit", formatter_class=HelpFormatter,
+        description="Energy-based models on PyTorch: train, sample and evaluate RBMs (exact log-likelihood or "
+                    "AIS), collaborative filtering, and the command groups listed below.")
     parser.add_argument("--version", action="version", version=f"boltzkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_options(p: argparse.ArgumentParser, required: bool) -> None:
-        p.add_argument("--data", required=required, metavar="FILE",
-                       help="idx(.gz), .mat, .csv(.gz), .npy or .npz file" + ("" if required else
-                            "; default: the embedded binarised MNIST test set"))
-        p.add_argument("--key", help="array name inside a .mat/.npz file")
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", metavar="FILE", default=None,
+                       help="idx(.gz), .mat, .csv(.gz), .npy or .npz file (default: the embedded binarised "
+                            "MNIST test digits)")
+        p.add_argument("--key", help="array name inside a .mat/.npz file that holds several (default: X or data)")
         p.add_argument("--binarize", metavar="THRESHOLD|stochastic",
-                       help="binarise the data (pixels scaled to [0,1] first)")
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: auto)")
+                       help="binarise the data after scaling pixels to [0, 1]: 1 where x > THRESHOLD, or "
+                            "stochastic Bernoulli(x) draws (default: off)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when available)")
 
-    t = sub.add_parser("train", help="train an RBM and write a checkpoint with pictures")
-    data_options(t, required=False)
+    t = sub.add_parser("train", formatter_class=HelpFormatter,
+                       help="train an RBM and write a checkpoint with pictures",
+                       description="Train an RBM. Writes DIR/model.safetensors, config.json, "
+                                   "training_state.safetensors (for --resume), metrics.csv, filters.png, "
+                                   "samples.png and curves.png.")
+    data_options(t)
+    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (created; rewritten each epoch)")
     t.add_argument("--hidden", action="append", metavar="N|TYPE",
                    help="hidden units (default 20) and/or their type: bernoulli (default), relu, spin; "
                         "repeat to give both, e.g. --hidden 100 --hidden relu")
-    t.add_argument("--visible", default="bernoulli", metavar="TYPE",
-                   help="bernoulli (default), spin, gaussian, gaussian:learned, softmax:K (data as codes 0..K-1)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR up to --epochs in total")
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=100)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--momentum", type=float, default=TrainingConfig.momentum)
+    t.add_argument("--visible", metavar="TYPE",
+                   help="visible units: bernoulli (default), spin, gaussian, gaussian:learned, softmax:K "
+                        "(data as integer codes 0..K-1)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR up to --epochs in total; "
+                   "training flags come from the run (giving a different value is refused)")
+    t.add_argument("--epochs", type=int, default=20, help="epochs in total (passes over the training rows)")
+    t.add_argument("--batch-size", type=int, help="rows per update (default 100)")
+    t.add_argument("--lr", type=float, help="learning rate of SGD (default 0.05)")
+    t.add_argument("--lr-schedule", choices=["linear", "constant"],
+                   help="linear decay to 0 over the planned epochs (default), or constant")
+    t.add_argument("--momentum", type=float, help=f"SGD momentum (default {TrainingConfig.momentum})")
     t.add_argument("--initial-momentum", type=float, metavar="M",
-                   help="momentum for the first --momentum-epochs epochs (Hinton's guide: 0.5, then 0.9)")
-    t.add_argument("--momentum-epochs", type=int, default=0, metavar="E",
-                   help="epochs run with --initial-momentum (default 0)")
+                   help="momentum for the first --momentum-epochs epochs (Hinton's guide: 0.5, then 0.9; "
+                        "default: --momentum)")
+    t.add_argument("--momentum-epochs", type=int, metavar="E", help="epochs run with --initial-momentum (default 0)")
+    t.add_argument("--weight-decay", type=float,
+                   help=f"L2 penalty on the weights, not the biases (default {TrainingConfig.weight_decay})")
+    t.add_argument("--method", choices=["cd", "pcd", "pt", "fpcd"],
+                   help="negative phase: CD-k, persistent CD (default pcd), parallel tempering, fast PCD")
+    t.add_argument("--k", type=int, help="Gibbs sweeps per update (default 1)")
+    t.add_argument("--chains", type=int, help="persistent chains (default: the batch size)")
+    t.add_argument("--replicas", type=int, help="temperatures for --method pt (default 10)")
+    t.add_argument("--centered", action="store_true", default=None, help="centered gradient (Melchior et al. 2016)")
+    t.add_argument("--sparsity-target", type=float, metavar="P",
+                   help="target mean activity in (0, 1) of the hidden units (Hinton's sparsity penalty; default off)")
+    t.add_argument("--sparsity-cost", type=float, metavar="C",
+                   help=f"weight of the sparsity penalty (default {TrainingConfig.sparsity_cost})")
+    t.add_argument("--sparsity-decay", type=float, metavar="λ",
+                   help=f"decay of the running activity estimate (default {TrainingConfig.sparsity_decay})")
+    t.add_argument("--seed", type=int, help="seed of the weights, the shuffling and the sampling (default 0)")
+    t.add_argument("--dtype", choices=["float32", "float64"], help="parameter precision (default float32)")
     t.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the updates (default: 1 for small models, else torch's setting)")
-    t.add_argument("--weight-decay", type=float, default=TrainingConfig.weight_decay)
-    t.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
-                   help="linear decay to 0 over the planned epochs (default), or constant")
-    t.add_argument("--method", choices=["cd", "pcd", "pt", "fpcd"], default="pcd",
-                   help="negative phase: CD-k, persistent CD (default), parallel tempering, fast PCD")
-    t.add_argument("--replicas", type=int, default=10, help="temperatures for --method pt")
-    t.add_argument("--centered", action="store_true", help="centered gradient")
-    t.add_argument("--sparsity-target", type=float, metavar="P",
-                   help="target mean activity of the hidden units (Hinton's sparsity penalty; default off)")
-    t.add_argument("--sparsity-cost", type=float, default=TrainingConfig.sparsity_cost, metavar="C",
-                   help=f"weight of the sparsity penalty (default {TrainingConfig.sparsity_cost})")
-    t.add_argument("--sparsity-decay", type=float, default=TrainingConfig.sparsity_decay, metavar="λ",
-                   help=f"decay of the running activity estimate (default {TrainingConfig.sparsity_decay})")
-    t.add_argument("--valid", metavar="FILE", help="validation data: its log-likelihood is logged "
-                   "(valid_log_likelihood, or valid_ais_log_likelihood when hidden > 20)")
+    t.add_argument("--holdout", type=int, metavar="N",
+                   help="rows held out of training and monitored (default: 1000 for the embedded digits, 0 for "
+                        "--data)")
+    t.add_argument("--valid", metavar="FILE", help="validation data, monitored like the held-out rows "
+                   "(valid_log_likelihood; valid_ais_log_likelihood when hidden > 20)")
     t.add_argument("--monitor-every", type=int, metavar="N",
-                   help="log the log-likelihood every N epochs: exact when hidden ≤ 20, else AIS "
-                        "(default: exact at a cheap interval; AIS only with --valid, then every epoch)")
-    t.add_argument("--monitor-betas", type=int, default=1000, metavar="T", help="AIS β values (default 1000)")
-    t.add_argument("--monitor-chains", type=int, default=100, metavar="M", help="AIS chains (default 100)")
+                   help="log the log-likelihood every N epochs and at the last: exact when hidden ≤ 20, else AIS; "
+                        "0 turns it off (default: exact at the last epoch only; AIS only when asked)")
+    t.add_argument("--monitor-betas", type=int, default=1000, metavar="T", help="AIS β values when monitoring")
+    t.add_argument("--monitor-chains", type=int, default=100, metavar="M", help="AIS chains when monitoring")
     t.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                   help="stop when the monitored log-likelihood (validation if given) has not improved "
-                        "for PATIENCE evaluations, and keep the best parameters")
+                   help="stop when the monitored log-likelihood (held-out or validation if present) has not "
+                        "improved for PATIENCE measurements, and keep the best parameters (default: off)")
     t.add_argument("--min-delta", type=float, default=0.0, help="smallest improvement that counts (nats)")
-    t.add_argument("--k", type=int, default=1, help="Gibbs sweeps per update")
-    t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch size)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--save-every", type=int, metavar="N",
+                   help="also keep a checkpoint every N epochs in DIR/epoch-NNNN (default: only the latest)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="draw samples from a trained model")
-    s.add_argument("model", metavar="DIR")
-    s.add_argument("-n", type=int, default=64)
-    s.add_argument("--steps", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--png", metavar="FILE", help="default: DIR/samples.png")
-    s.add_argument("--npy", metavar="FILE")
-    s.add_argument("--device", default="auto")
+    s = sub.add_parser("sample", formatter_class=HelpFormatter, help="draw samples from a trained model")
+    s.add_argument("model", metavar="DIR", help="checkpoint directory written by 'boltzkit train'")
+    s.add_argument("-n", type=int, default=64, help="samples (independent chains)")
+    s.add_argument("--steps", type=int, default=1000, help="Gibbs sweeps per chain from a random start")
+    s.add_argument("--method", choices=["gibbs", "pt"], default="gibbs",
+                   help="plain block Gibbs, or parallel tempering (better mixing between modes)")
+    s.add_argument("--replicas", type=int, default=10, help="temperatures for --method pt")
+    s.add_argument("--values", choices=["probabilities", "binary"], default="probabilities",
+                   help="what the PNG and .npy hold: E[v | h] of the last half-step, or binary samples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the chains")
+    s.add_argument("--png", metavar="FILE", help="picture to write (default: DIR/samples.png)")
+    s.add_argument("--npy", metavar="FILE", help="also write the samples as a .npy array (default: off)")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("evaluate", help="test log-likelihood (exact or AIS), reconstruction, PL")
-    e.add_argument("model", metavar="DIR")
-    data_options(e, required=True)
-    e.add_argument("--method", choices=["auto", "exact", "ais", "raise"], default="auto")
-    e.add_argument("--chains", type=int, default=100)
-    e.add_argument("--betas", type=int, default=14500)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true")
+    e = sub.add_parser("evaluate", formatter_class=HelpFormatter,
+                       help="test log-likelihood (exact or AIS), reconstruction error, pseudo-likelihood")
+    e.add_argument("model", metavar="DIR", help="checkpoint directory written by 'boltzkit train'")
+    data_options(e)
+    e.add_argument("--method", choices=["auto", "exact", "ais", "raise"], default="auto",
+                   help="exact enumeration (smaller layer ≤ 25 units), forward AIS (a stochastic lower bound "
+                        "on log Z), or 'raise': reverse AIS started from the data (an approximate upper bound "
+                        "on log Z, so a conservative log-likelihood); auto = exact when tractable, else AIS")
+    e.add_argument("--chains", type=int, default=100, help="AIS chains")
+    e.add_argument("--betas", type=int, default=14500, help="AIS inverse temperatures (the schedule's length)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the AIS chains")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
-    g = sub.add_parser("gradcheck", help="bias, variance and cosine of CD/PCD/FPCD/PT gradients vs exact")
-    g.add_argument("model", metavar="DIR")
-    data_options(g, required=True)
+    g = sub.add_parser("gradcheck", formatter_class=HelpFormatter,
+                       help="bias, standard deviation and cosine of CD/PCD/FPCD/PT gradients against the exact one")
+    g.add_argument("model", metavar="DIR", help="checkpoint directory of a model small enough for the exact gradient")
+    data_options(g)
     g.add_argument("--k", type=int, nargs="+", default=[1, 10], help="CD-k variants to compare")
-    g.add_argument("--repeats", type=int, default=20)
-    g.add_argument("--rows", type=int, default=1000, help="data rows used (default 1000)")
+    g.add_argument("--repeats", type=int, default=20, help="independent estimates per estimator")
+    g.add_argument("--rows", type=int, default=1000, help="data rows used")
     g.add_argument("--burn-in", type=int, default=100, metavar="N",
-                   help="warm-up updates of the persistent chains under the model before measuring (default 100)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--png", metavar="FILE", help="default: DIR/gradcheck.png")
-    g.add_argument("--json", action="store_true")
+                   help="warm-up updates of the persistent chains under the model before measuring")
+    g.add_argument("--seed", type=int, default=0, help="seed of the estimators")
+    g.add_argument("--png", metavar="FILE", help="picture to write (default: DIR/gradcheck.png)")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=cmd_gradcheck)
 
     for group in COMMAND_GROUPS:
@@ -425,17 +640,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
+    """Counts and rates checked once, before any command runs (flag names as typed)."""
     if getattr(args, "hidden", None) is not None:
-        n_hidden, _ = _layer_types(args.hidden)
-        if n_hidden < 1:
-            raise BoltzkitError(f"--hidden must be at least 1, got {n_hidden}")
-    for name in ("epochs", "batch_size", "k", "chains", "n", "steps", "monitor_every", "monitor_chains",
-                 "early_stopping", "threads"):
+        common.positive("--hidden", _layer_types(args.hidden)[0])
+    for name in ("epochs", "batch_size", "k", "chains", "n", "steps", "monitor_chains", "monitor_betas",
+                 "early_stopping", "threads", "replicas", "save_every", "repeats", "rows", "betas"):
         value = getattr(args, name, None)
-        value = min(value) if isinstance(value, list) else value
-        if value is not None and value < 1:
-            raise BoltzkitError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("lr",):
+        common.positive(f"--{name.replace('_', '-')}", min(value) if isinstance(value, list) else value)
+    for name in ("monitor_every", "holdout", "burn_in", "momentum_epochs"):
+        common.positive(f"--{name.replace('_', '-')}", getattr(args, name, None), least=0)
+    for name in ("lr", "weight_decay", "momentum", "initial_momentum", "sparsity_cost", "sparsity_decay",
+                 "sparsity_target", "min_delta"):
         value = getattr(args, name, None)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise BoltzkitError(f"--{name} must be a positive number, got {value}")
+        if value is not None and not math.isfinite(value):
+            raise ConfigurationError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if getattr(args, "lr", None) is not None and args.lr <= 0:
+        raise ConfigurationError(f"--lr must be a positive number, got {args.lr}")

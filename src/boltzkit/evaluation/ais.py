@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -48,6 +48,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..models.rbm import RBM
+from ..training.batches import as_tensor
 
 #: number of β values of the default schedule (Salakhutdinov & Murray 2008)
 DEFAULT_N_BETAS = 14_500
@@ -85,11 +86,15 @@ class AISResult:
     log_z_low: float
     log_z_high: float
     ess: float
-    log_weights: Tensor
+    log_weights: Tensor = field(repr=False)
     n_chains: int
     n_betas: int
     log_z_base: float = 0.0
     direction: str = "forward"
+
+    def __str__(self) -> str:
+        return (f"{self.direction} AIS: log Z = {self.log_z:.4f} [{self.log_z_low:.4f}, {self.log_z_high:.4f}] "
+                f"(±{N_STANDARD_ERRORS:g} s.e.), ESS {self.ess:.1f} of {self.n_chains} chains, {self.n_betas} β")
 
 
 class LikelihoodEstimate(NamedTuple):
@@ -349,6 +354,7 @@ def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
     """
     base_bias, generator = _setup(rbm, base_data, base_bias, smoothing, n_chains, seed, generator)
     schedule = _schedule(betas)
+    data = as_tensor(data)
     rbm.check_data(data)
     log_z_base = base_log_partition(rbm, base_bias)
     device, dtype = rbm.weight.device, rbm.weight.dtype
@@ -375,6 +381,7 @@ def log_likelihood(rbm: RBM, data: Tensor, result: AISResult,
 
     ``low`` uses ``result.log_z_high`` and ``high`` uses ``result.log_z_low``.
     """
+    data = as_tensor(data)
     rbm.check_data(data)
     weight = rbm.weight
     with torch.no_grad():

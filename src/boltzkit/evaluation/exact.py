@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..models.rbm import RBM
+from ..training.batches import as_tensor
 
 #: enumerate a layer only up to this many binary-equivalent units (2**25 states)
 MAX_ENUMERATED_BITS = 25
@@ -58,35 +59,50 @@ def _as_float64(rbm: RBM) -> RBM:
     return copy.deepcopy(rbm).to(torch.float64)
 
 
-def _chunks(rbm: RBM, layer: str) -> Iterator[Tensor]:
+def _chunks(rbm: RBM, layer: str, progress: bool = False) -> Iterator[Tensor]:
     """−F(s) for every state s of the enumerated layer, chunk by chunk."""
     units, other = (rbm.hidden, rbm.visible) if layer == "hidden" else (rbm.visible, rbm.hidden)
     free_energy = rbm.free_energy_hidden if layer == "hidden" else rbm.free_energy
     size = max(1, CHUNK_ELEMENTS // max(other.dim, units.dim))
     device = rbm.weight.device
+    bar = None
+    if progress and units.n_states > size:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=units.n_states, unit="state", unit_scale=True, dynamic_ncols=True,
+                   desc=f"exact log Z: {units.n_states:,} {layer} states")
     for start in range(0, units.n_states, size):
-        states = units.states(start, min(start + size, units.n_states), torch.float64, device)
+        stop = min(start + size, units.n_states)
+        states = units.states(start, stop, torch.float64, device)
         yield -free_energy(states)
+        if bar is not None:
+            bar.update(stop - start)
+    if bar is not None:
+        bar.close()
 
 
-def _log_partition(rbm: RBM, layer: str) -> Tensor:
-    return torch.logsumexp(torch.stack([torch.logsumexp(c, 0) for c in _chunks(rbm, layer)]), 0)
+def _log_partition(rbm: RBM, layer: str, progress: bool = False) -> Tensor:
+    return torch.logsumexp(torch.stack([torch.logsumexp(c, 0) for c in _chunks(rbm, layer, progress)]), 0)
 
 
-def log_partition(rbm: RBM) -> float:
-    """log Z = log Σ_{v,h} exp(−E(v,h)), exactly (float64)."""
+def log_partition(rbm: RBM, progress: bool = False) -> float:
+    """log Z = log Σ_{v,h} exp(−E(v,h)), exactly (float64); ``progress`` shows a bar."""
     model = _as_float64(rbm)
     with torch.no_grad():
-        return float(_log_partition(model, enumerated_layer(model)))
+        return float(_log_partition(model, enumerated_layer(model), progress))
 
 
 def log_likelihood(rbm: RBM, data: Tensor, log_z: float | None = None,
-                   batch_size: int = 4096) -> float:
-    """Mean exact log-likelihood (1/N) Σ_n log p(v_n) = −mean F(v_n) − log Z, in nats."""
+                   batch_size: int = 4096, progress: bool = False) -> float:
+    """Mean exact log-likelihood (1/N) Σ_n log p(v_n) = −mean F(v_n) − log Z, in nats.
+
+    ``data`` (a tensor or NumPy array) is checked like training data: width, finiteness,
+    values the visible units can take."""
+    data = as_tensor(data)
+    rbm.check_data(data)
     model = _as_float64(rbm)
     with torch.no_grad():
         if log_z is None:
-            log_z = float(_log_partition(model, enumerated_layer(model)))
+            log_z = float(_log_partition(model, enumerated_layer(model), progress))
         total = sum(float(model.free_energy(batch.to(model.weight.device, torch.float64)).sum())
                     for batch in data.split(batch_size))
     return -total / data.shape[0] - log_z

@@ -1,7 +1,8 @@
 """Training: the config, the one trainer, gradient estimators, batch sources and callbacks."""
 
 from .batches import Batch, BatchSource, LoaderBatches, TensorBatches
-from .callbacks import Callback, EarlyStopping, MetricCallback, PeriodicCallback
+from .callbacks import (Callback, EarlyStopping, LikelihoodGuard, MetricCallback, PeriodicCallback,
+                        independent_bernoulli_log_likelihood)
 from .config import TrainingConfig
 from .gradient import (ESTIMATORS, ContrastiveDivergence, Estimator, FastPersistentContrastiveDivergence,
                        ParallelTemperingEstimator, PersistentContrastiveDivergence, build_estimator,
@@ -10,7 +11,7 @@ from .regularisers import Centering, SparsityPenalty
 from .trainer import LossStep, Trainer, fit, make_sgd
 
 __all__ = ["Batch", "BatchSource", "LoaderBatches", "TensorBatches", "Callback", "EarlyStopping",
-           "MetricCallback", "PeriodicCallback", "TrainingConfig", "ESTIMATORS", "ContrastiveDivergence",
+           "MetricCallback", "PeriodicCallback", "LikelihoodGuard", "independent_bernoulli_log_likelihood", "TrainingConfig", "ESTIMATORS", "ContrastiveDivergence",
            "Estimator", "FastPersistentContrastiveDivergence", "ParallelTemperingEstimator",
            "PersistentContrastiveDivergence", "build_estimator", "make_estimator", "write_gradient",
            "Centering", "SparsityPenalty", "LossStep", "Trainer", "fit", "make_sgd"]

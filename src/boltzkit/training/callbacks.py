@@ -127,3 +127,38 @@ class EarlyStopping(Callback):
                                  f"of epoch {self.best_epoch}")
         if self.verbose:
             logger.info(self.message)
+
+
+class LikelihoodGuard(Callback):
+    """Stops training when a monitored log-likelihood collapses (the divergence guard for what
+    NaN checks and the weight bound cannot see: a model that is finite but useless).
+
+    ``floor`` is the lowest acceptable value, e.g. the log-likelihood of independent units with
+    the data's marginals less a generous margin (:func:`independent_bernoulli_log_likelihood`):
+    a model trained by any sensible setting stays above it.  A value below the floor, or not
+    finite, makes the trainer restore the last good epoch and raise
+    :class:`~boltzkit.errors.DivergenceError`.
+    """
+
+    def __init__(self, monitor: str, floor: float | None = None) -> None:
+        self.monitor = monitor
+        self.floor = check_float("floor", floor, optional=True)
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        value = metrics.get(self.monitor)
+        if value is None:
+            return
+        if not math.isfinite(value):
+            trainer.fail(f"{self.monitor} is {value}")
+        elif self.floor is not None and value < self.floor:
+            trainer.fail(f"{self.monitor} collapsed to {value:.6g} nats, below {self.floor:.6g} (far worse "
+                         f"than independent units with the data's marginals)")
+
+
+def independent_bernoulli_log_likelihood(data: Tensor, smoothing: float = 0.01) -> float:
+    """Mean log-likelihood (nats) of binary rows under independent units with the (smoothed)
+    column marginals p: Σ_i [v_i log p_i + (1 − v_i) log(1 − p_i)] — the model an RBM starts
+    near, and a floor no trained model should fall far below."""
+    data = data.double()
+    p = (data.mean(0) + smoothing) / (1 + 2 * smoothing)
+    return float((data @ p.log() + (1 - data) @ (1 - p).log()).mean())

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from ..errors import DivergenceError
+from ..errors import CheckpointError, DivergenceError
 from ..models.units import all_finite
 from .batches import Batch, BatchSource, LoaderBatches, batch_source
 from .callbacks import Callback
@@ -91,6 +91,7 @@ class Trainer:
         first = next(self.model.parameters())
         self.device, self.dtype = first.device, first.dtype
         self.stop = False
+        self._failure: str | None = None
         self._pending_scheduler: dict[str, Any] | None = None
         self._scheduler_per_epoch = False
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
@@ -153,7 +154,59 @@ class Trainer:
         return tensors, json_state
 
     def load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
-        """Restore what :meth:`training_state` returned (after the parameters are loaded)."""
+        """Restore what :meth:`training_state` returned (after the parameters are loaded).
+
+        Everything is checked first — known fields only, tensors of the right shapes, the chains
+        a persistent method needs, RNG states of the right size — and a damaged state raises
+        :class:`~boltzkit.errors.CheckpointError` with nothing changed.
+        """
+        self._check_training_state(tensors, state)
+        try:
+            self._load_training_state(tensors, state)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"the training state is damaged ({e}); start a new run") from None
+
+    def _check_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+        def bad(why: str) -> CheckpointError:
+            return CheckpointError(f"the training state is damaged: {why}; start a new run")
+
+        if not isinstance(state, dict):
+            raise bad("its description is not a JSON object")
+        own_tensors, own_state = self.training_state()
+        unknown = sorted(set(state) - set(own_state))
+        if unknown:
+            raise bad(f"unknown fields {unknown}")
+        epoch = state.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise bad(f"epoch must be a non-negative integer, got {epoch!r}")
+        if not isinstance(state.get("history", []), list):
+            raise bad("history must be a list")
+        prefixes = {name.split(".", 1)[0] for name in own_tensors} | {"estimator", "optimizer"}
+        for name, value in tensors.items():
+            if name.split(".", 1)[0] not in prefixes:
+                raise bad(f"unknown tensor {name!r}")
+            expected = own_tensors.get(name)
+            if expected is not None and tuple(value.shape) != tuple(expected.shape):
+                raise bad(f"{name!r} has shape {tuple(value.shape)}, expected {tuple(expected.shape)}")
+            if value.dtype.is_floating_point and not all_finite(value):
+                raise bad(f"{name!r} contains NaN or inf")
+        params = list(self.model.parameters())
+        for name, value in tensors.items():
+            if name.startswith("optimizer.") and name.endswith(".momentum_buffer"):
+                index = name.split(".")[1]
+                if not index.isdigit() or int(index) >= len(params) or value.shape != params[int(index)].shape:
+                    raise bad(f"{name!r} does not fit the model's parameters")
+        for name in ("rng.sampling", "rng.shuffle"):
+            if name not in tensors:
+                raise bad(f"the random-generator state {name!r} is missing")
+        chains = tensors.get("estimator.chains")
+        width = getattr(getattr(self.model, "visible", None), "dim", None)
+        if chains is not None and width is not None and (chains.dim() != 2 or chains.shape[1] != width):
+            raise bad(f"the persistent chains have shape {tuple(chains.shape)}, the model {width} visible columns")
+        if chains is None and epoch > 0 and hasattr(self.estimator, "chains"):
+            raise bad("the persistent chains are missing")
+
+    def _load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for prefix, optimizer in self._optimizers().items():
             key = "" if prefix == "optimizer" else prefix.removeprefix("optimizer") + "."
             per_param: dict[int, dict[str, Any]] = {}
@@ -190,6 +243,12 @@ class Trainer:
             optimizer.load_state_dict({"state": copy.deepcopy(snapshot["optimizers"][key]),
                                        "param_groups": groups})
         self.estimator.load_state_dict(_clone(snapshot["estimator"]))
+
+    def fail(self, message: str) -> None:
+        """Called by a callback that finds training diverged (e.g. a collapsed log-likelihood):
+        after the callbacks, the trainer restores the last good state and raises
+        :class:`DivergenceError` with ``message``."""
+        self._failure = message
 
     def _set_momentum(self, epoch: int) -> None:
         cfg = self.config
@@ -266,6 +325,13 @@ class Trainer:
             self.history.append(metrics)  # callbacks fill it in place (and may save it)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, metrics)
+            if self._failure is not None:
+                message, self._failure = self._failure, None
+                self.restore(good)
+                self.epoch, _ = epoch - 1, self.history.pop()
+                raise DivergenceError(f"training diverged in epoch {epoch}: {message}; the parameters, momentum "
+                                      f"buffers and chains were restored to the end of epoch {epoch - 1}. "
+                                      f"Try a smaller learning rate.")
             good = self.snapshot()  # after the callbacks: one may have restored earlier parameters
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k not in ("epoch", "lr")})

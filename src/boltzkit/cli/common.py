@@ -1,0 +1,127 @@
+"""What every command group shares: devices, output paths, input files, JSON, help text.
+
+Each check runs before any work starts and raises a :class:`~boltzkit.errors.BoltzkitError`
+naming the flag the user typed, so a bad command ends in one line and exit code 2 with
+nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import check_output_directory
+from ..errors import BoltzkitError, ConfigurationError, DataError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (``(default: …)``) and keeps descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def device(name: str | None) -> torch.device:
+    """``--device``: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, or mps where it works."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigurationError(f"--device {name!r} is not a device (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigurationError(f"--device {name} was asked for but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigurationError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigurationError(f"--device {name} is not available on this machine (use cpu or cuda)")
+    elif dev.type != "cpu":
+        raise ConfigurationError(f"--device {name}: boltzkit runs on cpu, cuda or mps, not {dev.type}")
+    return dev
+
+
+def output_directory(path: str | Path, flag: str = "--out") -> Path:
+    """A directory a checkpoint can be written to (existing directory, or creatable)."""
+    return check_output_directory(path, what=flag)
+
+
+def output_file(path: str | Path, flag: str) -> Path:
+    """A regular file to (re)write: not a directory or device, in a writable directory."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        mode = path.stat().st_mode if path.exists() else 0
+        if stat.S_ISDIR(mode):
+            raise ConfigurationError(f"{flag} {path} is a directory; give a file name")
+        if not stat.S_ISREG(mode):
+            raise ConfigurationError(f"{flag} {path} is not a regular file")
+    output_directory(path.parent if str(path.parent) else Path("."), flag)
+    return path
+
+
+def input_file(path: str | Path, flag: str) -> Path:
+    """An existing regular file (FIFOs, devices and directories are refused without reading)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{flag} {path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{flag} {path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{flag} {path} is a directory, not a data file")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{flag} {path} is not a regular file (a FIFO or device cannot be read as data)")
+    return path
+
+
+def positive(name: str, value: Any, least: int = 1) -> None:
+    """A count flag (``--epochs``, ``-n``, …) of at least ``least``."""
+    if value is not None and value < least:
+        raise ConfigurationError(f"{name} must be at least {least}, got {value}")
+
+
+def finite_json(result: dict[str, Any]) -> str:
+    """``result`` as one JSON object; NaN/inf become null with the reason under ``warnings``
+    (JSON has no NaN)."""
+    warnings: list[str] = list(result.get("warnings", []))
+
+    def clean(key: str, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            warnings.append(f"{key} is {value} (not finite); reported as null")
+            return None
+        if isinstance(value, list):
+            return [clean(key, v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(f"{key}.{k}", v) for k, v in value.items()}
+        return value
+
+    cleaned = {k: clean(k, v) for k, v in result.items() if k != "warnings"}
+    if warnings:
+        cleaned["warnings"] = warnings
+    return json.dumps(cleaned, allow_nan=False)
+
+
+def print_result(result: dict[str, Any], as_json: bool, width: int = 24) -> None:
+    """One JSON object, or one aligned ``key: value`` line each."""
+    if as_json:
+        print(finite_json(result))
+        return
+    for key, value in result.items():
+        print(f"{key:>{width}}: {value:.4f}" if isinstance(value, float) else f"{key:>{width}}: {value}")
+
+
+def fail(message: str) -> BoltzkitError:
+    """A one-line command-line error (exit code 2)."""
+    return BoltzkitError(message)
