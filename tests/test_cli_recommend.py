@@ -100,7 +100,7 @@ def test_test_fraction_and_conditional(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,contents,message", [
-    ("missing.tsv", None, "no such file"),
+    ("missing.tsv", None, "not found"),
     ("malformed.tsv", "1\t2\t5\n1\t3\n", "expected 3 fields"),
     ("zero.tsv", "1\t2\t5\n1\t3\t0\n", "outside 1.."),
     ("words.tsv", "1\t2\t5\nalice\t3\t4\n", "not an integer"),
@@ -143,7 +143,7 @@ def test_bad_evaluate_and_top_inputs_exit_2(trained, files, tmp_path, capsys):
     assert "not in the model" in run_error(["recommend", "top", str(trained), "--user", "9999"], capsys)
     assert "not an integer" in run_error(["recommend", "top", str(trained), "--user", "bob"], capsys)
     assert "not found" in run_error(["recommend", "top", str(tmp_path / "nope"), "--user", "100"], capsys)
-    assert "no such file" in run_error(["recommend", "evaluate", str(trained), "--ratings", train,
+    assert "not found" in run_error(["recommend", "evaluate", str(trained), "--ratings", train,
                                         "--test", str(tmp_path / "none.tsv")], capsys)
     high = tmp_path / "high.tsv"
     write_ratings(high, [USER0], [ITEM0], [6])

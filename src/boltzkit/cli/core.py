@@ -392,13 +392,13 @@ def final_likelihood(trainer: Trainer, monitored: dict[str, torch.Tensor], floor
 def _write_pictures(rbm: RBM, trainer: Trainer, out: Path, seed: int, data_info: dict[str, Any],
                     labels: dict[str, str]) -> None:
     if trainer.history:
-        plot.save_curves(trainer.history, out / "curves.png")
+        plot.save_curves(trainer.history, out / "curves.png", descriptions=labels)
     if rbm.visible.kind in ("bernoulli", "gaussian", "spin"):
         plot.save_filters(rbm.weight.detach().cpu().numpy(), out / "filters.png")
         samples = to_data_units(_model_samples(rbm, 64, 1000, seed), data_info)
-        plot.save_grid(samples, out / "samples.png",
-                       title="64 model samples: E[v | h] after 1000 Gibbs sweeps from noise",
-                       normalise=rbm.visible.kind != "bernoulli")
+        kind = "probabilities" if rbm.visible.kind == "bernoulli" else "values"
+        plot.save_grid(samples, out / "samples.png", kind=kind,
+                       title="64 model samples after 1000 Gibbs sweeps from noise")
 
 
 def _summary(trainer: Trainer, out: Path, seconds: float, descriptions: dict[str, str]) -> str:
@@ -424,8 +424,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed, mean, args.method, args.replicas),
                             config)
     what = "E[v | h] (probabilities)" if mean else "binary samples"
-    plot.save_grid(samples, png, title=f"{args.n} {what} after {args.steps} {args.method} sweeps",
-                   normalise=rbm.visible.kind != "bernoulli")
+    if rbm.visible.kind == "bernoulli":
+        kind = "probabilities" if mean else "binary samples"
+    else:
+        kind, what = "values", "E[v | h]" if mean else "samples"
+    plot.save_grid(samples, png, kind=kind, title=f"{args.n} model samples after {args.steps} {args.method} sweeps")
     if npy is not None:
         buffer = _io.BytesIO()
         np.save(buffer, samples)
@@ -501,9 +504,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         print(common.finite_json(result))
     else:
         print(f"{'estimator':>20} {'|bias|':>10} {'std dev':>10} {'cosine':>8}")
-        for row_name, row in result.items():
-            print(f"{row_name:>20} {row['bias_norm']:10.4g} {math.sqrt(max(row['variance'], 0.0)):10.4g} "
-                  f"{row['cosine']:8.3f}")
+        for row_name, row in gradcheck.gradient_quality_rows(result).items():
+            print(f"{row_name:>20} {row['bias_norm']:10.4g} {row['std_dev']:10.4g} {row['cosine']:8.3f}")
         print(f"wrote {png}")
     return 0
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
 
     Example
     -------
-    >>> from boltzkit.estimators import ContrastiveDivergence
+    >>> from boltzkit.training import ContrastiveDivergence
     >>> rbm = RBM(6, 4, seed=0)
     >>> data = torch.bernoulli(torch.full((32, 6), 0.5))
     >>> q = gradient_quality(rbm, data, {"cd1": ContrastiveDivergence(1)}, repeats=3)
@@ -93,18 +93,51 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
     return result
 
 
+#: the columns of :func:`gradient_quality_rows`: key, name, formula, how to read it
+GRADIENT_QUALITY_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("bias_norm", "bias norm", "‖E ĝ − g‖", "lower is better"),
+    ("std_dev", "standard deviation", "√tr Cov ĝ", "lower is better"),
+    ("cosine", "cosine", "mean cos(ĝ, g)", "1 = the exact direction"),
+)
+
+
+def gradient_quality_rows(result: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """The three numbers that are printed and plotted for each estimator of ``result``
+    (from :func:`gradient_quality`): ``bias_norm`` ‖E ĝ − g‖, ``std_dev`` √tr Cov ĝ (the
+    spread of one update, in the units of the gradient like the bias) and ``cosine``.
+
+    >>> gradient_quality_rows({"cd1": {"bias_norm": 0.5, "variance": 4.0, "cosine": 0.9}})
+    {'cd1': {'bias_norm': 0.5, 'std_dev': 2.0, 'cosine': 0.9}}
+    """
+    return {name: {"bias_norm": float(row["bias_norm"]),
+                   "std_dev": math.sqrt(max(float(row["variance"]), 0.0)),
+                   "cosine": float(row["cosine"])}
+            for name, row in result.items()}
+
+
 def plot_gradient_quality(result: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
-    """Bar charts of bias norm, standard deviation (√variance) and cosine per estimator, as PNG."""
-    names = list(result)
-    panels = [("bias norm ‖E ĝ − g‖", [result[n]["bias_norm"] for n in names]),
-              ("std. deviation √tr Cov ĝ", [math.sqrt(max(result[n]["variance"], 0.0)) for n in names]),
-              ("cosine(ĝ, g)", [result[n]["cosine"] for n in names])]
-    fig, axes = new_figure((4 + 1.2 * len(names), 3.5), 3)
-    for ax, (title, values) in zip(axes, panels):
-        ax.bar(range(len(names)), values, color="tab:blue")
+    """Bar charts of the numbers of :func:`gradient_quality_rows` (bias norm, standard
+    deviation √tr Cov ĝ, cosine) per estimator, each bar labelled with its value, as PNG."""
+    return save_figure(gradient_quality_figure(result), path)
+
+
+def gradient_quality_figure(result: Mapping[str, Mapping[str, float]]) -> Any:
+    """The matplotlib ``Figure`` of :func:`plot_gradient_quality`."""
+    rows = gradient_quality_rows(result)
+    names = list(rows)
+    fig, axes = new_figure((5 + 1.8 * len(names), 4.2), 3)
+    for ax, (key, name, formula, reading) in zip(axes, GRADIENT_QUALITY_COLUMNS):
+        values = [rows[n][key] for n in names]
+        bars = ax.bar(range(len(names)), values, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:.3f}" if key == "cosine" else f"{v:.4g}" for v in values],
+                     fontsize=8, padding=2)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{name} ({reading})", fontsize=10)
+        ax.set_ylabel(f"{name}  {formula}")
+        ax.margins(y=0.15)
+    cosines = [rows[n]["cosine"] for n in names]
     axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
-    fig.suptitle("gradient quality against the exact log-likelihood gradient", fontsize=11)
+    axes[2].set_ylim(min([0.0] + cosines) - (0.1 if min([0.0] + cosines) < 0 else 0.0), 1.12)
+    fig.suptitle("gradient estimates ĝ against the exact log-likelihood gradient g", fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

@@ -40,7 +40,7 @@ class Units(nn.Module):
     #: True when the layer takes finitely many values and can be enumerated
     discrete: bool = False
     #: True when E_self(x) = −biasᵀx and φ(x) = x, so that the gradient of the free
-    #: energy has the closed form used by :func:`boltzkit.estimators.write_gradient`
+    #: energy has the closed form used by :meth:`boltzkit.models.rbm.RBM.write_gradient`
     linear: bool = False
     #: True for types that can only be the hidden layer (e.g. relu)
     hidden_only: bool = False

@@ -9,7 +9,7 @@ the data and are kept at 0 by the mask in every Gibbs sample, so they add nothin
 field and their weights and biases get no gradient from that case (only the weight decay
 touches them).  Both orientations predict the same quantity, r̂_ui; only the roles swap.
 
-Training is CD-T through :meth:`boltzkit.estimators.Estimator.step` with ``mask`` (T = 1 by
+Training is CD-T through :meth:`boltzkit.training.Estimator.step` (on the common :class:`~boltzkit.training.Trainer`) with ``mask`` (T = 1 by
 default; ``cd_schedule="paper"`` raises it to 3, 5, 9 as training goes on) and
 ``torch.optim.SGD`` with momentum, weight decay (on the weights only) and a learning rate
 decaying linearly over the epochs.  Visible biases start at the log of each group's add-one
@@ -450,7 +450,7 @@ class CFRBM:
 
     def use_ratings(self, data: RatingData) -> CFRBM:
         """Replace the input ratings V (and, for the conditional model, r = V rated) by ``data``,
-        which must use the model's id maps (see :func:`~boltzkit.ratings.align_ratings` with
+        which must use the model's id maps (see :func:`~boltzkit.recommend.align_ratings` with
         :meth:`id_reference`); the parameters are unchanged.  Returns ``self``."""
         self._check_fitted()
         if (data.n_users, data.n_items, data.n_levels) != (self.n_users_, self.n_items_, self.n_levels_):

@@ -183,7 +183,7 @@ class ParallelTemperingEstimator(PersistentContrastiveDivergence):
     """PT (Desjardins et al. 2010): persistent chains with tempered replicas that swap.
 
     Each update moves every replica ``k`` Gibbs sweeps (each followed by a round of swaps,
-    see :class:`~boltzkit.samplers.ParallelTempering`) and uses the β = 1 replicas as v⁻.
+    see :class:`~boltzkit.sampling.ParallelTempering`) and uses the β = 1 replicas as v⁻.
     Inverse temperatures: ``betas`` if given, else ``replicas`` values spaced ``spacing``
     (``"linear"`` or ``"geometric"``) from 1 down to ``beta_min``.
     """
@@ -228,7 +228,7 @@ class FastPersistentContrastiveDivergence(PersistentContrastiveDivergence):
         θ_fast ← fast_decay · θ_fast − fast_lr · g
 
     Defaults as in the paper: ``fast_decay`` = 19/20 and ``fast_lr`` equal to the regular
-    learning rate (0.05, the :class:`~boltzkit.train.TrainingConfig` default; set it when you
+    learning rate (0.05, the :class:`~boltzkit.training.TrainingConfig` default; set it when you
     change ``lr``).  With ``fast_lr = 0`` it is PCD exactly.  The chains reuse the model's
     own Gibbs code: θ_fast is added to the parameters in place around the chain advance and
     the saved parameters are copied back afterwards (bit-exact).
