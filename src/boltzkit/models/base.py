@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -62,6 +63,19 @@ class Model(nn.Module):
         model = cls.from_config(config, device=device)
         model.load_checkpoint_tensors(tensors)
         return model
+
+    def save(self, directory: str | Path) -> Path:
+        """Write this model to ``directory`` (:func:`boltzkit.checkpoint.save`: atomic, no pickle)."""
+        from .. import checkpoint
+
+        return checkpoint.save(directory, self)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "Model":
+        """The model saved in ``directory``, bit for bit; refuses a checkpoint of another kind."""
+        from .. import checkpoint
+
+        return checkpoint.load_checkpoint(directory, device, kind=cls).model
 
     # -- training hooks -----------------------------------------------------------------------
     def decay_parameters(self) -> list[nn.Parameter]:

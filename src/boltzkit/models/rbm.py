@@ -163,14 +163,17 @@ class RBM(EnergyModel):
         """E[v | h]; for binary units σ(b + W h)."""
         return self.visible.mean(self.visible_field(h), beta)
 
+    @torch.no_grad()
     def sample_hidden(self, v: Tensor, generator: torch.Generator | None = None,
                       beta: Beta = 1.0) -> Tensor:
-        """h ~ p_β(h | v)."""
+        """h ~ p_β(h | v) (a draw: never tracks gradients)."""
         return self.hidden.sample(self.hidden_field(v), generator, beta)
 
+    @torch.no_grad()
     def sample_visible(self, h: Tensor, generator: torch.Generator | None = None,
                        beta: Beta = 1.0, mask: Tensor | None = None) -> Tensor:
-        """v ~ p_β(v | h); entries where ``mask`` is 0 are set to 0 (units that take no part)."""
+        """v ~ p_β(v | h); entries where ``mask`` is 0 are set to 0 (units that take no part).
+        A draw: never tracks gradients."""
         v = self.visible.sample(self.visible_field(h), generator, beta)
         return v.mul_(mask) if mask is not None else v
 
@@ -297,15 +300,65 @@ class RBM(EnergyModel):
         return _per_row(beta) * self.hidden.self_energy(h) - self.visible.log_partition(
             self.visible_field(h), beta)
 
-    def reconstruct(self, v: Tensor) -> Tensor:
-        """Mean-field reconstruction E[v | E[h | v]]."""
+    def reconstruct(self, v: Tensor | Any) -> Tensor:
+        """Mean-field reconstruction E[v | E[h | v]] (no gradient; NumPy input accepted)."""
+        v = self._input(v)
         with torch.no_grad():
             return self.visible_mean(self.hidden_mean(v))
 
-    def transform(self, v: Tensor) -> Tensor:
-        """Hidden features E[h | v] (no gradient)."""
+    def transform(self, v: Tensor | Any) -> Tensor:
+        """Hidden features E[h | v] (no gradient; NumPy input accepted)."""
+        v = self._input(v)
         with torch.no_grad():
             return self.hidden_mean(v)
+
+    def draw(self, n: int, *, burn_in: int = 1000, thin: int = 1, chains: int | None = None,
+             values: str = "sample", method: str = "gibbs", replicas: int = 10, seed: int | None = 0,
+             generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples of the model in one call: ``chains`` chains (default ``n``) start at
+        p(v | h = 0), run ``burn_in`` sweeps, then every ``thin``-th sweep contributes one row per
+        chain until ``n`` rows are collected.  ``values="mean"`` returns E[v | h] of the last
+        half-step instead of a sample; ``method="pt"`` runs parallel tempering with ``replicas``
+        temperatures (better mixing between modes).  No gradient is tracked."""
+        from ..sampling import ParallelTempering, tempering_betas
+
+        check_int("n", n, least=1)
+        check_int("burn_in", burn_in, least=0)
+        check_int("thin", thin, least=1)
+        chains = check_int("chains", chains, least=1, optional=True) or n
+        if values not in ("sample", "mean") or method not in ("gibbs", "pt"):
+            raise ConfigurationError(f"values must be 'sample' or 'mean' and method 'gibbs' or 'pt', "
+                                     f"got {values!r}, {method!r}")
+        if generator is None:
+            generator = torch.Generator(self.weight.device)
+            generator.manual_seed(seed) if seed is not None else generator.seed()
+        with torch.no_grad():
+            start = self.visible.sample(self.visible.bias.detach().expand(chains, -1), generator)
+            pt = None
+            if method == "pt":
+                pt = ParallelTempering(tempering_betas(replicas), chains)
+                pt.initialise(self, start, generator)
+            state = ChainState(start)
+
+            def sweep(steps: int) -> ChainState:
+                if pt is not None:
+                    return pt.advance(self, start, steps, generator) if steps else ChainState(pt.model_samples())
+                return self.advance(state, steps, generator)
+
+            state = sweep(burn_in)
+            rows: list[Tensor] = []
+            while sum(r.shape[0] for r in rows) < n:
+                state = sweep(thin) if rows else state
+                h = self.sample_hidden(state.visible, generator)
+                rows.append(self.visible_mean(h) if values == "mean" else self.sample_visible(h, generator))
+            return torch.cat(rows)[:n]
+
+    def _input(self, v: Tensor | Any) -> Tensor:
+        from ..training.batches import as_tensor
+
+        v = as_tensor(v).to(self.weight.device, self.weight.dtype)
+        self.check_data(v)
+        return v
 
     # -- validation at the edge -------------------------------------------------------------
     def check_data(self, v: Tensor, name: str = "data") -> None:
