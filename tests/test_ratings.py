@@ -135,8 +135,8 @@ def test_empty_file(tmp_path, text):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_ratings(tmp_path / "absent.data")
-    with pytest.raises(DataError, match="no such file"):
-        load_ratings(tmp_path)  # a directory
+    with pytest.raises(DataError, match="is a directory"):
+        load_ratings(tmp_path)
 
 
 def test_data_error_is_value_error(tmp_path):

@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -210,14 +211,43 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} was not written by boltzkit (no '\"format\": \"{FORMAT}\"')")
     version = config.get("format_version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path}: format_version must be a positive integer, got {version!r}")
+        raise CheckpointError(f"{path}: format_version must be a positive integer, got {_clip(repr(version))}")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}; this boltzkit reads up to {FORMAT_VERSION}")
     files = config.get("files", {})
     if not isinstance(files, dict) or not all(isinstance(v, str) and "/" not in v and v.endswith(".safetensors")
                                               and not v.startswith(".") for v in files.values()):
         raise CheckpointError(f"{path}: 'files' must map roles to tensor file names in the checkpoint")
+    _check_standardise(config, path)
     return config
+
+
+def _check_standardise(config: dict[str, Any], path: Path) -> None:
+    """config.json's optional ``standardise`` (the Gaussian data statistics, ``{"mean": [...],
+    "std": [...]}``): finite numbers, positive spreads, one of each per visible unit."""
+    if "standardise" not in config:
+        return
+    stats = config["standardise"]
+    n = config.get("n_visible")
+
+    def numbers(key: str) -> list[float] | None:
+        values = stats.get(key) if isinstance(stats, dict) else None
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            return None
+        return values
+
+    mean, std = numbers("mean"), numbers("std")
+    if (mean is None or std is None or len(mean) != len(std) or not all(s > 0 for s in std)
+            or (isinstance(n, int) and len(mean) != n)):
+        raise CheckpointError(f"{path}: 'standardise' must hold 'mean' and 'std' lists of finite numbers, one per "
+                              f"visible unit, with std > 0")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """``text`` on one line and at most ``limit`` characters (config.json values can be huge)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def load_tensors(directory: str | Path, config: dict[str, Any], role: str = "model") -> dict[str, torch.Tensor]:
@@ -253,8 +283,9 @@ def model_class(config: dict[str, Any], directory: str | Path = "") -> type:
     """The registered class of config.json's ``"model"`` entry."""
     _ensure_registered()
     kind = config.get("model", "RBM")
-    if kind not in REGISTRY:
-        raise CheckpointError(f"{directory}: unknown model kind {kind!r} (known: {', '.join(sorted(REGISTRY))})")
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        raise CheckpointError(f"{directory}: unknown model kind {_clip(repr(kind))} (known: "
+                              f"{', '.join(sorted(REGISTRY))})")
     return REGISTRY[kind]
 
 
@@ -277,10 +308,10 @@ def load_checkpoint(directory: str | Path, device: str | torch.device | None = N
     try:
         model = cls.from_checkpoint(config, tensors, device=device)
     except CheckpointError as e:
-        raise CheckpointError(f"{directory}: {e}") from None
-    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
-        raise CheckpointError(f"{directory}/{CONFIG_FILE} describes no valid {config.get('model', 'RBM')}: "
-                              f"{e!r}") from None
+        raise CheckpointError(f"{directory}: {_clip(str(e), 400)}") from None
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError, OverflowError, MemoryError) as e:
+        raise CheckpointError(f"{directory}/{CONFIG_FILE} describes no valid {_clip(repr(config.get('model', 'RBM')))}"
+                              f": {_clip(repr(e), 400)}") from None
     state = load_training_state(directory, config) if training_state else {}
     return Checkpoint(model, config, state)
 
@@ -292,5 +323,5 @@ def load(directory: str | Path, device: str | torch.device | None = None) -> Any
 
 def _ensure_registered() -> None:
     """Import the modules that register the built-in kinds."""
-    from .models import conditional, rbm  # noqa: F401
+    from .models import conditional, dbm, dbn, energy, rbm, sequence  # noqa: F401
     from .recommend import model  # noqa: F401

@@ -268,6 +268,10 @@ def _new_config(args: argparse.Namespace) -> TrainingConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.model != "rbm":
+        from .deep import train_deep
+
+        return train_deep(args)
     device = common.device(args.device)
     out = common.output_directory(args.out, "--out")
     binarize = parse_binarize(args.binarize)
@@ -419,7 +423,11 @@ def _summary(trainer: Trainer, out: Path, seconds: float, descriptions: dict[str
 def cmd_sample(args: argparse.Namespace) -> int:
     png = common.output_file(args.png or Path(args.model) / "samples.png", "--png")
     npy = common.output_file(args.npy, "--npy") if args.npy else None
-    rbm, config, _ = _load_rbm(args.model, common.device(args.device))
+    rbm, config, _ = checkpoint.load_checkpoint(args.model, common.device(args.device), kind=_SAMPLED_KINDS())
+    if not isinstance(rbm, RBM):
+        from .deep import sample_deep
+
+        return sample_deep(rbm, config, args)
     mean = args.values == "probabilities"
     samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed, mean, args.method, args.replicas),
                             config)
@@ -461,9 +469,24 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
     return result
 
 
+def _SAMPLED_KINDS() -> tuple[type, ...]:
+    """The model kinds ``sample`` and ``evaluate`` take: RBMs and the deep models."""
+    from ..models import DBM, DBN, DBNNet
+
+    return (RBM, DBN, DBNNet, DBM)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rbm, config, _ = _load_rbm(args.model, common.device(args.device))
+    rbm, config, _ = checkpoint.load_checkpoint(args.model, common.device(args.device), kind=_SAMPLED_KINDS())
     name = f"--data {args.data}" if args.data else EMBEDDED_NAME
+    if not isinstance(rbm, RBM):
+        from .deep import evaluate_deep
+
+        x_np = load_data(args.data, args.key, parse_binarize(args.binarize))
+        result = evaluate_deep(rbm, torch.from_numpy(x_np), args.method, args.chains, args.betas, args.seed)
+        result["data"] = args.data or "embedded:binarized_mnist_test"
+        common.print_result(result, args.json)
+        return 0
     x_np, _ = prepare_data(load_data(args.data, args.key, parse_binarize(args.binarize)), rbm.visible.spec(),
                            config.get("standardise"), name)
     x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
@@ -535,9 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "samples.png and curves.png.")
     data_options(t)
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (created; rewritten each epoch)")
+    t.add_argument("--model", choices=["rbm", "dbn", "dbm"], default="rbm",
+                   help="an RBM, a deep belief network or a deep Boltzmann machine (layer sizes as "
+                        "--hidden 500,1000)")
     t.add_argument("--hidden", action="append", metavar="N|TYPE",
                    help="hidden units (default 20) and/or their type: bernoulli (default), relu, spin; "
-                        "repeat to give both, e.g. --hidden 100 --hidden relu")
+                        "repeat to give both, e.g. --hidden 100 --hidden relu; for --model dbn|dbm a "
+                        "comma list of layer sizes, e.g. 500,1000")
     t.add_argument("--visible", metavar="TYPE",
                    help="visible units: bernoulli (default), spin, gaussian, gaussian:learned, softmax:K "
                         "(data as integer codes 0..K-1)")
@@ -588,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, metavar="N",
                    help="also keep a checkpoint every N epochs in DIR/epoch-NNNN (default: only the latest)")
     t.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    from .deep import add_train_arguments
+
+    add_train_arguments(t)
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", formatter_class=HelpFormatter, help="draw samples from a trained model")

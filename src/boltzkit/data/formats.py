@@ -13,24 +13,44 @@ Formats read by :func:`load_array` (detected from the content first, the extensi
 
 The default data set, :func:`load_default`, is the binarised MNIST test set shipped inside the
 package (10,000 digits of 784 binary pixels, with labels); see ``boltzkit/datasets/README.md``.
+
+Hostile input (the rules every loader keeps):
+
+- only regular files are read (:func:`read_regular_file`): a FIFO, a device such as
+  ``/dev/zero``, a socket or a directory is refused at once, without reading from it;
+- every size a header claims (idx dimensions, a .npy header's shape, a zip member) is checked
+  against the bytes actually present before anything is allocated (:func:`_check_claimed_size`),
+  with exact integer arithmetic, so a header claiming 2**40 elements is refused, not allocated;
+- decompressed content (gzip, .npz members, compressed MATLAB variables) is read incrementally
+  and refused beyond :data:`MAX_DECOMPRESSED_BYTES` (4 GiB), so a small "gzip bomb" cannot
+  exhaust memory;
+- .npy/.npz are never unpickled (object arrays are refused).
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import io
+import lzma
+import math
+import os
+import stat
+import struct
+import warnings
 import zipfile
 import zlib
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, NamedTuple
 
 import numpy as np
 
 from ..errors import DataError
 from .transforms import scale_to_unit
 
-__all__ = ["load_array", "load_csv", "load_idx", "load_mat", "load_mnist", "load_npy", "load_npz"]
+__all__ = ["MAX_DECOMPRESSED_BYTES", "load_array", "load_csv", "load_idx", "load_mat", "load_mnist", "load_npy",
+           "load_npz", "read_regular_file"]
 
 PathType = str | PathLike[str]
 
@@ -55,33 +75,126 @@ _DEFAULT_KEYS = ("X", "data")
 
 _TEXT_EXTENSIONS = (".csv", ".txt", ".tsv", ".dat", ".amat")
 
+#: The most bytes any decompression (gzip, an .npz member, MATLAB's compressed variables) may
+#: produce: 4 GiB.  Decompression is incremental, so a "gzip bomb" is refused after at most this
+#: much output instead of exhausting memory.  Raise it here for larger data sets.
+MAX_DECOMPRESSED_BYTES = 4 << 30
+
+_CHUNK = 1 << 20  # bytes per step of an incremental read or decompression
+
+# What parsers of hostile bytes (numpy's header reader, zipfile, scipy.io) raise on corrupt input.
+_CORRUPT = (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError, RecursionError,
+            SyntaxError, EOFError, OSError, struct.error, zlib.error, lzma.LZMAError, zipfile.BadZipFile,
+            NotImplementedError, UnicodeDecodeError)
+
 
 # --------------------------------------------------------------------------------------------
 # File access
 # --------------------------------------------------------------------------------------------
 
 
-def _read_bytes(path: PathType) -> tuple[Path, bytes]:
-    """Whole content of ``path``; DataError when it is missing or unreadable."""
+def read_regular_file(path: PathType, what: str = "data file") -> tuple[Path, bytes]:
+    """``(Path(path), content)`` of a regular file; DataError naming the file otherwise.
+
+    The file is opened without blocking and checked on the open descriptor (``fstat``), so a
+    FIFO, ``/dev/zero``, a socket or a directory is refused at once, without reading from it
+    (and a file swapped for a FIFO after a check cannot slip through).  ``what`` says what the
+    file was meant to be (``"data file"``, ``"ratings file"``) in the message.
+    """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a data file")
     try:
-        return p, p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found (no such file or directory)") from None
+    except IsADirectoryError:
+        raise DataError(f"{p}: is a directory, expected a {what}") from None
     except OSError as exc:
-        raise DataError(f"{p}: cannot read the file ({exc.strerror or exc})") from exc
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):  # a socket cannot even be opened
+            raise DataError(f"{p}: is not a regular file (a FIFO, device or socket cannot be read as a {what})") \
+                from None
+        raise DataError(f"{p}: cannot open the file ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{p}: is a directory, expected a {what}")
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{p}: is not a regular file (a FIFO, device or socket cannot be read as a {what})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            return p, f.read()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read the file ({exc.strerror or exc})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _read_bytes(path: PathType) -> tuple[Path, bytes]:
+    """Whole content of the regular file ``path`` (see :func:`read_regular_file`)."""
+    return read_regular_file(path, "data file")
+
+
+def _check_claimed_size(path: Path, what: str, claimed: int, present: int) -> None:
+    """The one "claimed size vs bytes present" check: DataError unless a header's claim of
+    ``claimed`` bytes (exact Python integers, no overflow) equals the ``present`` bytes, so
+    nothing is allocated for a size the file does not back."""
+    if claimed < 0:
+        raise DataError(f"{path}: corrupt {what} (claims a negative size)")
+    if claimed > present:
+        raise DataError(f"{path}: truncated or corrupt file ({what} claims {claimed:,} bytes of data, "
+                        f"found {present:,})")
+    if claimed < present:
+        raise DataError(f"{path}: corrupt file ({present - claimed:,} bytes after the {claimed:,} bytes of "
+                        f"data {what} announces)")
+
+
+def _check_decompressed(path: Path, size: int, what: str = "decompressed data") -> None:
+    """DataError when ``size`` bytes of decompressed content exceed MAX_DECOMPRESSED_BYTES."""
+    if size > MAX_DECOMPRESSED_BYTES:
+        raise DataError(f"{path}: {what} would exceed {MAX_DECOMPRESSED_BYTES:,} bytes "
+                        f"(boltzkit.data.formats.MAX_DECOMPRESSED_BYTES); refusing a possible "
+                        f"decompression bomb")
+
+
+def _read_limited(stream: Any, path: Path, what: str) -> bytes:
+    """Everything ``stream`` yields, read in chunks, refused beyond MAX_DECOMPRESSED_BYTES."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        total += len(chunk)
+        _check_decompressed(path, total, what)
+        parts.append(chunk)
 
 
 def _gunzip(raw: bytes, path: Path) -> bytes:
-    """Decompress ``raw`` if it starts with the gzip magic bytes, else return it unchanged."""
+    """Decompress ``raw`` if it starts with the gzip magic bytes, else return it unchanged.
+
+    Read incrementally and refused beyond MAX_DECOMPRESSED_BYTES (a gzip bomb)."""
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path}: truncated or corrupt gzip data ({exc})") from exc
+        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as f:
+            return _read_limited(f, path, "gzip content")
+    except DataError:
+        raise
+    except (EOFError, OSError, zlib.error, struct.error, ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip data ({_short(exc)})") from None
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """``exc`` as one short line for a message (parsers may echo whole headers)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pick_key(names: list[str], key: str | None, path: Path) -> str:
@@ -102,8 +215,13 @@ def _pick_key(names: list[str], key: str | None, path: Path) -> str:
     )
 
 
-def _fmt_keys(names: list[str]) -> str:
-    return ", ".join(repr(n) for n in names) if names else "no arrays"
+def _fmt_keys(names: list[str], most: int = 10) -> str:
+    """The names, quoted and shortened, for a one-line message (a corrupt file's names are junk)."""
+    if not names:
+        return "no arrays"
+    shown = [repr(n) if len(n) <= 40 else repr(n[:40]) + "…" for n in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown) + more
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,21 +257,11 @@ def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
         raise DataError(f"{path}: truncated idx file (header cut short)")
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    shape = struct.unpack_from(f">{ndim}I", raw, 4)
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(raw) - header_len
-    if actual < expected:
-        raise DataError(
-            f"{path}: truncated idx file (header says shape {shape}, {expected:,} bytes of data, "
-            f"found {actual:,})"
-        )
-    if actual > expected:
-        raise DataError(
-            f"{path}: corrupt idx file ({actual - expected:,} bytes after the {expected:,} "
-            f"announced by the header, shape {shape})"
-        )
-    data = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=header_len)
+    count = math.prod(shape)  # exact: four uint32 sizes may overflow int64
+    _check_claimed_size(path, f"the idx header (shape {shape})", count * dtype.itemsize, len(raw) - header_len)
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=header_len)
     return data.reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -207,24 +315,192 @@ def load_mnist(
 # --------------------------------------------------------------------------------------------
 
 
-def _mat_arrays(raw: bytes, path: Path) -> dict[str, Any]:
-    """The user variables (names not starting with ``__``) of a MATLAB file."""
-    import scipy.io
+# MATLAB 5 data types (miINT8 ...) of numeric elements -> numpy dtype (byte order added per file)
+_MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED, _MI_UTF8 = 1, 5, 6, 14, 15, 16
+_MX_NUMERIC = range(6, 16)  # mxDOUBLE_CLASS ... mxUINT64_CLASS
+_MX_NAMES = {1: "cell array", 2: "struct", 3: "object", 4: "char array", 5: "sparse matrix",
+             16: "function handle", 17: "opaque object", 18: "object"}
 
-    if raw.startswith(b"MATLAB 7.3") or raw[512:520] == _HDF5_MAGIC:
+
+class _MatVariable(NamedTuple):
+    """A top-level MATLAB variable: its array, or None with what it is when it is not numeric."""
+
+    value: np.ndarray | None
+    kind: str
+
+
+def _mat5_elements(buf: memoryview, order: str, path: Path, pad: bool) -> Iterator[tuple[int, memoryview]]:
+    """(type, data) of each tagged data element in ``buf``.
+
+    A tag is two uint32 (type, byte count) in the file's byte order, or, when the count sits in
+    the upper 16 bits of the first word, a "small element" with up to 4 bytes of data inside the
+    tag.  Inside a matrix (``pad``) each element is padded to a multiple of 8 bytes."""
+    pos = 0
+    while pos < len(buf):
+        if len(buf) - pos < 8:
+            raise DataError(f"{path}: truncated MATLAB file (a data element is cut short)")
+        first, count = struct.unpack_from(f"{order}II", buf, pos)
+        if first >> 16:
+            count, mdtype = first >> 16, first & 0xFFFF
+            if count > 4:
+                raise DataError(f"{path}: corrupt MATLAB file (small data element of {count} bytes)")
+            yield mdtype, buf[pos + 4:pos + 4 + count]
+            pos += 8
+            continue
+        end = pos + 8 + count
+        if end > len(buf):
+            raise DataError(f"{path}: truncated MATLAB file (a data element claims {count:,} bytes, "
+                            f"{len(buf) - pos - 8:,} remain)")
+        yield first, buf[pos + 8:end]
+        pos = end + ((-count) % 8 if pad else 0)
+
+
+def _mat5_matrix(data: memoryview, order: str, path: Path) -> tuple[str, _MatVariable]:
+    """(name, variable) of one miMATRIX element: array flags, dimensions, name, real part.
+
+    Only numeric classes are decoded (logical ones as bool); cells, structs, chars, sparse and
+    complex matrices are named but not read.  The real part's byte count must equal the
+    product of the dimensions times its item size."""
+    if not len(data):
+        return "", _MatVariable(None, "empty matrix")
+    parts = _mat5_elements(data, order, path, pad=True)
+    try:
+        (flags_type, flags), (dims_type, dims_raw), (name_type, name_raw) = next(parts), next(parts), next(parts)
+    except StopIteration:
+        raise DataError(f"{path}: corrupt MATLAB file (a matrix lacks its flags, dimensions or name)") from None
+    if flags_type != _MI_UINT32 or len(flags) != 8:
+        raise DataError(f"{path}: corrupt MATLAB file (bad array flags)")
+    flags_class = struct.unpack_from(f"{order}I", flags)[0]
+    mclass = flags_class & 0xFF
+    if mclass == 17:  # opaque objects have no dimensions: not data we read
+        return "", _MatVariable(None, _MX_NAMES[17])
+    if dims_type not in (_MI_INT32, _MI_UINT32) or len(dims_raw) % 4 or not 1 <= len(dims_raw) // 4 <= 32:
+        raise DataError(f"{path}: corrupt MATLAB file (bad dimensions element)")
+    dims = struct.unpack_from(f"{order}{len(dims_raw) // 4}i", dims_raw)
+    if any(d < 0 for d in dims):
+        raise DataError(f"{path}: corrupt MATLAB file (negative dimension in {dims})")
+    if name_type not in (_MI_INT8, _MI_UTF8):
+        raise DataError(f"{path}: corrupt MATLAB file (bad variable name element)")
+    try:
+        name = bytes(name_raw).decode("ascii")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: corrupt MATLAB file (variable name is not ASCII)") from None
+    if mclass not in _MX_NUMERIC:
+        return name, _MatVariable(None, _MX_NAMES.get(mclass, f"MATLAB class {mclass}"))
+    if flags_class >> 11 & 1:
+        return name, _MatVariable(None, "complex matrix")
+    try:
+        real_type, real = next(parts)
+    except StopIteration:
+        raise DataError(f"{path}: corrupt MATLAB file (variable {name!r} has no data)") from None
+    if real_type not in _MI_DTYPES:
+        raise DataError(f"{path}: corrupt MATLAB file (variable {name!r} has data type code {real_type})")
+    dtype = np.dtype(order + _MI_DTYPES[real_type])
+    count = math.prod(dims)
+    _check_claimed_size(path, f"variable {name!r} (dimensions {dims}, {dtype.name})", count * dtype.itemsize,
+                        len(real))
+    values = np.frombuffer(real, dtype=dtype, count=count).astype(dtype.newbyteorder("="))
+    values = values.reshape(dims, order="F")
+    return name, _MatVariable(values.astype(bool) if flags_class >> 9 & 1 else values, "numeric matrix")
+
+
+def _inflate(data: memoryview, budget: int, path: Path) -> bytes:
+    """One complete zlib stream, refused when it would produce more than ``budget`` bytes."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, budget + 1)
+    except zlib.error as exc:
+        raise DataError(f"{path}: corrupt MATLAB file (compressed variable: {_short(exc)})") from None
+    if len(out) > budget:
+        _check_decompressed(path, MAX_DECOMPRESSED_BYTES + 1, "the compressed MATLAB variables")
+    if not inflater.eof:
+        raise DataError(f"{path}: truncated or corrupt MATLAB file (a compressed variable is cut short)")
+    return out
+
+
+def _mat5_variables(raw: bytes, path: Path) -> dict[str, _MatVariable]:
+    """The variables of a MATLAB 5 / 7 (not 7.3) file, read by boltzkit itself.
+
+    Layout: a 128-byte header (text, subsystem offset, version, ``IM``/``MI`` byte-order mark),
+    then top-level elements: miMATRIX (14), or miCOMPRESSED (15) holding a zlib stream of
+    miMATRIX elements.  scipy's reader of this format indexes C arrays with type codes from the
+    file, so a crafted file could crash the interpreter; this reader checks every code and
+    size, and the total inflated size against MAX_DECOMPRESSED_BYTES."""
+    order = "<" if raw[126:128] == b"IM" else ">"
+    variables: dict[str, _MatVariable] = {}
+    budget = MAX_DECOMPRESSED_BYTES
+    for mdtype, data in _mat5_elements(memoryview(raw)[128:], order, path, pad=False):
+        if mdtype == _MI_COMPRESSED:
+            inflated = _inflate(data, budget, path)
+            budget -= len(inflated)
+            elements = list(_mat5_elements(memoryview(inflated), order, path, pad=False))
+        else:
+            elements = [(mdtype, data)]
+        for kind, body in elements:
+            if kind != _MI_MATRIX:
+                raise DataError(f"{path}: corrupt MATLAB file (top-level element of type {kind}, expected a matrix)")
+            name, variable = _mat5_matrix(body, order, path)
+            if name:
+                variables[name] = variable
+    return variables
+
+
+def _mat_version(raw: bytes, path: Path) -> int:
+    """4, 5 (versions 5 to 7.2) or 73 (HDF5), read from the header as scipy.io.matfile_version does."""
+    if len(raw) < 4:
+        raise DataError(f"{path}: not a MATLAB file (too short)")
+    if 0 in raw[:4]:
+        return 4
+    if len(raw) < 128 or raw[126:128] not in (b"IM", b"MI"):
+        raise DataError(f"{path}: not a readable MATLAB file (no MATLAB 5 header)")
+    major = raw[125] if raw[126:128] == b"IM" else raw[124]
+    if major == 1:
+        return 5
+    if major == 2:
+        return 73
+    raise DataError(f"{path}: not a readable MATLAB file (unknown version {major})")
+
+
+def _mat_arrays(raw: bytes, path: Path) -> dict[str, _MatVariable]:
+    """The user variables (names not starting with ``__``) of a MATLAB file.
+
+    Versions 5 to 7.2 are read by :func:`_mat5_variables`; version 4 by ``scipy.io.loadmat``
+    (its version 4 reader is pure Python and NumPy, so corrupt input raises, never crashes)."""
+    version = 73 if raw.startswith(b"MATLAB 7.3") or raw[512:520] == _HDF5_MAGIC else _mat_version(raw, path)
+    if version == 73:
         raise DataError(
             f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save it in MATLAB with "
             f"save(..., '-v7') or convert it to .npz"
         )
+    if version == 5:
+        contents = _mat5_variables(raw, path)
+        return {k: v for k, v in contents.items() if not k.startswith("__")}
+    import scipy.io
+
     try:
-        contents = scipy.io.loadmat(io.BytesIO(raw))
-    except NotImplementedError as exc:  # scipy's way of refusing v7.3 files
-        raise DataError(
-            f"{path}: unsupported MATLAB file ({exc}); re-save it with save(..., '-v7')"
-        ) from exc
-    except Exception as exc:  # the .mat parser raises many exception types on corrupt input
-        raise DataError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from exc
-    return {k: v for k, v in contents.items() if not k.startswith("__")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns on odd but readable headers
+            loaded = scipy.io.loadmat(io.BytesIO(raw))
+    except Exception as exc:  # scipy's .mat parser raises many exception types on corrupt input
+        raise DataError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {_short(exc)})") from None
+    out = {}
+    for k, v in loaded.items():
+        if not k.startswith("__"):
+            value = np.asarray(v)
+            out[k] = _MatVariable(value, "numeric matrix") if value.dtype.kind in "biuf" else _MatVariable(
+                None, "char array" if value.dtype.kind in "US" else "sparse matrix")
+    return out
+
+
+def _mat_value(variables: dict[str, _MatVariable], key: str | None, path: Path) -> np.ndarray:
+    """The numeric array of the chosen variable; DataError naming what else it is."""
+    name = _pick_key(sorted(variables), key, path)
+    variable = variables[name]
+    if variable.value is None:
+        raise DataError(f"{path}: variable {name!r} is a MATLAB {variable.kind}, expected numbers "
+                        f"(a numeric matrix; a MATLAB cell array or struct is not read)")
+    return variable.value
 
 
 def load_mat(path: PathType, key: str | None = None) -> np.ndarray:
@@ -234,22 +510,69 @@ def load_mat(path: PathType, key: str | None = None) -> np.ndarray:
     ``"data"`` if present, else :class:`DataError` lists the variables to choose from.
     """
     p, raw = _read_bytes(path)
-    arrays = _mat_arrays(raw, p)
-    name = _pick_key(sorted(arrays), key, p)
-    return np.asarray(arrays[name])
+    return _mat_value(_mat_arrays(raw, p), key, p)
+
+
+_NPY_HEADER_LENGTH = {1: "<H", 2: "<I", 3: "<I"}  # format version -> struct of the header length
+_NPY_MAX_HEADER = 10_000  # numpy's own limit on a header it parses safely
+
+
+def _npy_header(raw: bytes, path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, offset of the data) of a .npy file's header.
+
+    Layout: ``\\x93NUMPY``, major and minor version bytes, the header length (uint16 for
+    version 1, uint32 for 2 and 3, little-endian), then a Python dict literal with ``descr``,
+    ``fortran_order`` and ``shape``.  Parsed with ``ast.literal_eval`` (no code runs)."""
+    if not raw.startswith(_NPY_MAGIC) or len(raw) < 10:
+        raise DataError(f"{path}: corrupt .npy file (bad magic string)")
+    major = raw[6]
+    if major not in _NPY_HEADER_LENGTH:
+        raise DataError(f"{path}: corrupt .npy file (unknown format version {major}.{raw[7]})")
+    fmt = _NPY_HEADER_LENGTH[major]
+    start = 8 + struct.calcsize(fmt)
+    if len(raw) < start:
+        raise DataError(f"{path}: truncated .npy file (header cut short)")
+    (length,) = struct.unpack_from(fmt, raw, 8)
+    if length > _NPY_MAX_HEADER:
+        raise DataError(f"{path}: corrupt .npy file (header of {length:,} bytes; numpy writes at most "
+                        f"{_NPY_MAX_HEADER:,})")
+    if len(raw) < start + length:
+        raise DataError(f"{path}: truncated .npy file (header cut short)")
+    try:
+        text = raw[start:start + length].decode("utf-8" if major == 3 else "latin1")
+        header = ast.literal_eval(text)
+    except _CORRUPT as exc:
+        raise DataError(f"{path}: corrupt .npy file (unreadable header: {_short(exc, 80)})") from None
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise DataError(f"{path}: corrupt .npy file (the header is not numpy's dict of descr, fortran_order, shape)")
+    shape, fortran = header["shape"], header["fortran_order"]
+    if (not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                for n in shape)):
+        raise DataError(f"{path}: corrupt .npy file (shape {_short(repr(shape), 80)} is not a tuple of sizes)")
+    if not isinstance(fortran, bool):
+        raise DataError(f"{path}: corrupt .npy file (fortran_order {fortran!r} is not a bool)")
+    try:
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except _CORRUPT as exc:
+        raise DataError(f"{path}: corrupt .npy file (descr is not a dtype: {_short(exc, 80)})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds Python objects, which are not loaded (no pickle); save a numeric array")
+    return shape, fortran, dtype, start + length
 
 
 def _parse_npy(raw: bytes, path: Path) -> np.ndarray:
+    """Decode a .npy file after checking the size its header claims against the bytes present."""
+    shape, fortran, dtype, offset = _npy_header(raw, path)
+    count = math.prod(shape)
+    _check_claimed_size(path, f"the .npy header (shape {shape}, {dtype})", count * dtype.itemsize,
+                        len(raw) - offset)
     try:
-        return np.load(io.BytesIO(raw), allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataError(
-                f"{path}: holds Python objects, which are not loaded (no pickle); save a numeric array"
-            ) from exc
-        raise DataError(f"{path}: corrupt .npy file ({exc})") from exc
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt .npy file ({exc})") from exc
+        if count == 0 or dtype.itemsize == 0:
+            return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        flat = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).copy()
+        return flat.reshape(shape, order="F" if fortran else "C")
+    except _CORRUPT as exc:
+        raise DataError(f"{path}: corrupt .npy file ({_short(exc)})") from None
 
 
 def load_npy(path: PathType) -> np.ndarray:
@@ -259,24 +582,29 @@ def load_npy(path: PathType) -> np.ndarray:
 
 
 def _npz_arrays(raw: bytes, path: Path, keys: list[str | None]) -> list[np.ndarray]:
-    """Arrays named by ``keys`` (None = the default choice) from an .npz archive."""
+    """Arrays named by ``keys`` (None = the default choice) from an .npz archive.
+
+    A member ``name.npy`` is the array ``name`` (as ``numpy.load`` names them).  Each member's
+    declared size is capped by MAX_DECOMPRESSED_BYTES and zipfile never inflates more than it
+    declares; the member is then decoded like a .npy file, header claims checked."""
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            names = list(archive.files)
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = {(info.filename[:-4] if info.filename.endswith(".npy") else info.filename): info
+                       for info in archive.infolist() if not info.is_dir()}
             out = []
             for key in keys:
-                out.append(np.asarray(archive[_pick_key(names, key, path)]))
+                info = members[_pick_key(list(members), key, path)]
+                _check_decompressed(path, info.file_size, f"member {info.filename!r}")
+                with archive.open(info) as member:
+                    blob = _read_limited(member, path, f"member {info.filename!r}")
+                if not blob.startswith(_NPY_MAGIC):
+                    raise DataError(f"{path}: member {info.filename!r} is not a .npy array")
+                out.append(_parse_npy(blob, path))
             return out
     except DataError:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataError(
-                f"{path}: holds Python objects, which are not loaded (no pickle); save numeric arrays"
-            ) from exc
-        raise DataError(f"{path}: corrupt .npz file ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt .npz file ({exc})") from exc
+    except _CORRUPT + (RuntimeError,) as exc:  # zipfile: RuntimeError for encrypted members
+        raise DataError(f"{path}: corrupt .npz file ({type(exc).__name__}: {_short(exc)})") from None
 
 
 def load_npz(path: PathType, key: str | None = None) -> np.ndarray:
@@ -329,16 +657,18 @@ def _parse_csv(raw: bytes, path: Path) -> np.ndarray:
     ):
         raise DataError(f"{path}: only a header row, no data rows")
     try:
-        table = np.loadtxt(
-            io.StringIO(text),
-            delimiter=delimiter,
-            skiprows=skip,
-            ndmin=2,
-            dtype=np.float64,
-            quotechar='"',
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            table = np.loadtxt(
+                io.StringIO(text),
+                delimiter=delimiter,
+                skiprows=skip,
+                ndmin=2,
+                dtype=np.float64,
+                quotechar='"',
+            )
     except ValueError as exc:
-        raise DataError(f"{path}: not a table of numbers ({exc})") from exc
+        raise DataError(f"{path}: not a table of numbers ({_short(exc)})") from None
     if table.size == 0:
         raise DataError(f"{path}: empty file (no data rows)")
     return table
@@ -470,10 +800,9 @@ def load_array(
             labels = arrays[1]
     elif kind == "mat":
         mat = _mat_arrays(content, p)
-        names = sorted(mat)
-        x = np.asarray(mat[_pick_key(names, key, p)])
+        x = _mat_value(mat, key, p)
         if label_key is not None:
-            labels = np.asarray(mat[_pick_key(names, label_key, p)])
+            labels = _mat_value(mat, label_key, p)
     elif kind == "idx":
         x = _parse_idx(content, p)
         if x.ndim == 1:
@@ -495,7 +824,8 @@ def load_array(
             raise DataError(
                 f"{p}: labels of shape {labels.shape} do not match {x.shape[0]} rows of data"
             )
-    out = x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: validate_data reports it
+        out = x.astype(np.float32)
     if scaled_idx:
         out /= 255.0
     return np.ascontiguousarray(out), labels

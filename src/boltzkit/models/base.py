@@ -85,6 +85,11 @@ class Model(nn.Module):
     def init_from_data(self, mean: Tensor) -> None:
         """Set parameters from the data's column means before training (default: nothing)."""
 
+    def sampler_metrics(self) -> dict[str, float]:
+        """Diagnostics of the model's own MCMC kernel since the last call (acceptance rate, step
+        size), merged into the trainer's per-epoch metrics; none by default."""
+        return {}
+
     def work_per_row(self) -> int | None:
         """Multiply-adds per data row of one matrix product, for the thread rule (None: unknown)."""
         return None

@@ -137,6 +137,24 @@ class RBM(EnergyModel):
         if n_visible > weight.shape[0] or n_hidden > weight.shape[1]:
             raise CheckpointError(f"config.json claims {n_visible} × {n_hidden} units but the weight "
                                   f"has shape {tuple(weight.shape)}")
+        # Build the model config.json describes on the meta device (shapes, no storage) and compare
+        # every tensor shape with the file's before allocating: a config claiming softmax:10⁹ or
+        # 10¹² context units is refused, not allocated.
+        try:
+            with torch.device("meta"):
+                shapes = {name: tuple(t.shape) for name, t in
+                          cls.from_config(config, device="meta").checkpoint_tensors().items()}
+        except (ConfigurationError, KeyError, ValueError, TypeError, RuntimeError, OverflowError) as e:
+            raise CheckpointError(f"config.json describes no valid {cls.checkpoint_kind}: {e}") from None
+        found = {name: tuple(t.shape) for name, t in tensors.items()}
+        if set(found) != set(shapes):
+            missing, extra = sorted(set(shapes) - set(found)), sorted(set(found) - set(shapes))
+            raise CheckpointError("model tensors do not match the config: "
+                                  + "; ".join(([f"missing {missing}"] if missing else [])
+                                              + ([f"unexpected {extra}"] if extra else [])))
+        for name, shape in shapes.items():
+            if found[name] != shape:
+                raise CheckpointError(f"tensor {name!r} has shape {found[name]}, the config implies {shape}")
         return super().from_checkpoint(config, tensors, device)
 
     @classmethod

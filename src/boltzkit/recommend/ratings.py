@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..data.formats import read_regular_file
 from ..errors import DataError
 
 __all__ = ["RatingData", "load_ratings", "align_ratings", "split_ratings", "kfold_splits", "to_dense",
@@ -230,6 +232,47 @@ def _is_number(tok: str) -> bool:
     return True
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no "1_000", no other scripts' digits
+
+
+def _show(tok: str, limit: int = 40) -> str:
+    """``repr(tok)``, shortened, for a one-line message."""
+    return repr(tok) if len(tok) <= limit else repr(tok[:limit]) + "…"
+
+
+def _parse_id(tok: str, what: str, where: str) -> int:
+    """A user or item id: a decimal integer that fits int64 (negative ids are allowed)."""
+    if not _INTEGER.fullmatch(tok):
+        raise DataError(f"{where}: {what} id {_show(tok)} is not an integer")
+    digits = tok.lstrip("+-").lstrip("0")
+    value = int(tok) if len(digits) <= 19 else None  # 19 digits hold int64; never parse a huge token
+    if value is None or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise DataError(f"{where}: {what} id {_show(tok)} does not fit a 64-bit integer")
+    return value
+
+
+def _parse_rating(tok: str, n_levels: int | None, where: str) -> int:
+    """A rating: an integer (``4`` or ``4.0``) in 1..K, K = ``n_levels`` when given, else < 2**63."""
+    if _INTEGER.fullmatch(tok):
+        digits = tok.lstrip("+-").lstrip("0")
+        value = int(tok) if len(digits) <= 19 else _INT64_MAX + 1
+    else:
+        try:
+            number = float(tok)
+        except ValueError:
+            raise DataError(f"{where}: rating {_show(tok)} is not a number") from None
+        if not math.isfinite(number) or number != round(number):
+            raise DataError(f"{where}: rating {_show(tok)} is not an integer")
+        value = int(number)
+    upper = n_levels if n_levels is not None else _INT64_MAX
+    if value < 1 or value > upper:
+        bound = n_levels if n_levels is not None else "K"
+        shown = value if len(str(value)) <= 40 else _show(tok)
+        raise DataError(f"{where}: rating {shown} is outside 1..{bound}")
+    return value
+
+
 def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None = None) -> RatingData:
     """Read a ratings file of lines ``user SEP item SEP rating [SEP timestamp]``.
 
@@ -237,18 +280,20 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
     line. ``sep=None`` detects ``::``, tab, comma or semicolon from the first line, else splits
     on whitespace. The first line is a header when none of its fields is a number. Blank lines
     are skipped; every line must have the field count of the first (3 or 4).
-    User and item ids must be integers; internal ids follow their sorted order. Ratings must be
-    integers in 1..K (``4.0`` is accepted as 4); K is ``n_levels`` or else the largest rating.
+    User and item ids must be decimal integers (ASCII digits, optionally signed) that fit int64;
+    internal ids follow their sorted order. Ratings must be integers in 1..K (``4.0`` is
+    accepted as 4); K is ``n_levels`` or else the largest rating.
     The timestamp, if present, must be numeric and is not kept.
-    Raises DataError naming the file and line for a missing or empty file, a malformed line, a
-    rating out of range, or a repeated (user, item) pair.
+    Only a regular file is read: a FIFO or device is refused at once, without reading.
+    Raises DataError naming the file and line for a missing or empty file, a malformed line, an
+    id beyond int64, a rating out of range, or a repeated (user, item) pair.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if n_levels is not None and (isinstance(n_levels, bool) or int(n_levels) != n_levels or n_levels < 1):
+    if n_levels is not None and (isinstance(n_levels, bool) or not isinstance(n_levels, (int, float, np.integer))
+                                 or not math.isfinite(n_levels) or int(n_levels) != n_levels or n_levels < 1):
         raise DataError(f"n_levels must be a positive integer, got {n_levels!r}")
-    raw = path.read_bytes()
+    if n_levels is not None:
+        n_levels = int(n_levels)
+    path, raw = read_regular_file(path, "ratings file")
     if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark written by some spreadsheet tools
         raw = raw[3:]
 
@@ -258,10 +303,11 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
     linenos: list[int] = []
     n_fields = 0
     for lineno, bline in enumerate(raw.splitlines(), start=1):
+        where = f"{path}:{lineno}"
         try:
             line = bline.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise DataError(f"{path}:{lineno}: not valid UTF-8 text") from None
+            raise DataError(f"{where}: not valid UTF-8 text") from None
         if not line:
             continue
         if not n_fields:  # first non-blank line: separator, field count, header
@@ -270,7 +316,7 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
             fields = [f.strip() for f in line.split(sep)]
             if len(fields) not in (3, 4):
                 raise DataError(
-                    f"{path}:{lineno}: expected 3 or 4 fields (user, item, rating[, timestamp]) "
+                    f"{where}: expected 3 or 4 fields (user, item, rating[, timestamp]) "
                     f"separated by {sep or 'whitespace'!r}, found {len(fields)}"
                 )
             n_fields = len(fields)
@@ -279,31 +325,12 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
         else:
             fields = [f.strip() for f in line.split(sep)]
             if len(fields) != n_fields:
-                raise DataError(f"{path}:{lineno}: expected {n_fields} fields, found {len(fields)}")
-        try:
-            user = int(fields[0])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: user id {fields[0]!r} is not an integer") from None
-        try:
-            item = int(fields[1])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: item id {fields[1]!r} is not an integer") from None
-        tok = fields[2]
-        try:
-            rating = int(tok)
-        except ValueError:
-            try:
-                value = float(tok)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: rating {tok!r} is not a number") from None
-            if not math.isfinite(value) or value != round(value):
-                raise DataError(f"{path}:{lineno}: rating {tok!r} is not an integer") from None
-            rating = int(value)
-        if rating < 1 or (n_levels is not None and rating > n_levels):
-            upper = n_levels if n_levels is not None else "K"
-            raise DataError(f"{path}:{lineno}: rating {rating} is outside 1..{upper}")
+                raise DataError(f"{where}: expected {n_fields} fields, found {len(fields)}")
+        user = _parse_id(fields[0], "user", where)
+        item = _parse_id(fields[1], "item", where)
+        rating = _parse_rating(fields[2], n_levels, where)
         if n_fields == 4 and not _is_number(fields[3]):
-            raise DataError(f"{path}:{lineno}: timestamp {fields[3]!r} is not a number")
+            raise DataError(f"{where}: timestamp {_show(fields[3])} is not a number")
         users.append(user)
         items.append(item)
         ratings.append(rating)
@@ -313,8 +340,8 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
         raise DataError(f"{path}: no ratings found (empty file or header only)")
     user_ids, u = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
     item_ids, i = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
-    u, i = u.reshape(-1), i.reshape(-1)
-    keys = u * item_ids.shape[0] + i
+    u, i = u.reshape(-1).astype(np.int64), i.reshape(-1).astype(np.int64)
+    keys = u * item_ids.shape[0] + i  # < n_ratings**2, far inside int64
     order = np.argsort(keys, kind="stable")
     dup = np.flatnonzero(keys[order][1:] == keys[order][:-1])
     if dup.size:
@@ -324,8 +351,8 @@ def load_ratings(path: str | Path, n_levels: int | None = None, sep: str | None 
             f"{items[second]} (first on line {linenos[first]})"
         )
     r = np.asarray(ratings, dtype=np.int64)
-    k = int(n_levels) if n_levels is not None else int(r.max())
-    return RatingData._unchecked(u.astype(np.int64), i.astype(np.int64), r, user_ids, item_ids, k)
+    k = n_levels if n_levels is not None else int(r.max())
+    return RatingData._unchecked(u, i, r, user_ids, item_ids, k)
 
 
 # --------------------------------------------------------------------------- splits

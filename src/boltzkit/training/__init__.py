@@ -9,9 +9,10 @@ from .gradient import (ESTIMATORS, ContrastiveDivergence, Estimator, FastPersist
                        make_estimator, write_gradient)
 from .regularisers import Centering, SparsityPenalty
 from .trainer import LossStep, Trainer, fit, make_sgd
+from .replay import ReplayBuffer  # noqa: E402  (registers method='replay')
 
 __all__ = ["Batch", "BatchSource", "LoaderBatches", "TensorBatches", "Callback", "EarlyStopping",
            "MetricCallback", "PeriodicCallback", "LikelihoodGuard", "independent_bernoulli_log_likelihood", "TrainingConfig", "ESTIMATORS", "ContrastiveDivergence",
            "Estimator", "FastPersistentContrastiveDivergence", "ParallelTemperingEstimator",
            "PersistentContrastiveDivergence", "build_estimator", "make_estimator", "write_gradient",
-           "Centering", "SparsityPenalty", "LossStep", "Trainer", "fit", "make_sgd"]
+           "Centering", "SparsityPenalty", "ReplayBuffer", "LossStep", "Trainer", "fit", "make_sgd"]

@@ -35,8 +35,14 @@ class Centering:
         self.hidden_offset: Tensor | None = None
 
     def update(self, rbm: "RBM", v_data: Tensor, hidden_field: Tensor) -> tuple[Tensor, Tensor]:
-        """Slide the offsets towards this batch's means and return (μ_v, μ_h)."""
-        mean_v, mean_h = v_data.mean(0), rbm.hidden.mean(hidden_field).mean(0)
+        """Slide the offsets towards this batch's means and return (μ_v, μ_h).
+
+        A model with ``centering_means(v_data, positive)`` gives the two batch means itself
+        (a DBM: every hidden layer's mean-field means side by side)."""
+        if hasattr(rbm, "centering_means"):
+            mean_v, mean_h = rbm.centering_means(v_data, hidden_field)
+        else:
+            mean_v, mean_h = v_data.mean(0), rbm.hidden.mean(hidden_field).mean(0)
         if self.visible_offset is None or self.visible_offset.shape != mean_v.shape:
             self.visible_offset, self.hidden_offset = mean_v.clone(), mean_h.clone()
         else:

@@ -190,7 +190,8 @@ class Trainer:
                 raise bad(f"{name!r} has shape {tuple(value.shape)}, expected {tuple(expected.shape)}")
             if value.dtype.is_floating_point and not all_finite(value):
                 raise bad(f"{name!r} contains NaN or inf")
-        params = list(self.model.parameters())
+        # optimizer state is indexed in param-group order (make_sgd: decayed weights first)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for name, value in tensors.items():
             if name.startswith("optimizer.") and name.endswith(".momentum_buffer"):
                 index = name.split(".")[1]
@@ -321,7 +322,7 @@ class Trainer:
                 self.scheduler.step()
             self.epoch = epoch
             metrics: dict[str, float] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                                         **self.estimator.metrics()}
+                                         **self.estimator.metrics(), **_sampler_metrics(self.model)}
             self.history.append(metrics)  # callbacks fill it in place (and may save it)
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, metrics)
@@ -381,6 +382,11 @@ def make_sgd(model: Any, config: TrainingConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=config.lr, momentum=momentum, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.SGD(groups, lr=config.lr, momentum=momentum)
+
+
+def _sampler_metrics(model: Any) -> dict[str, float]:
+    """The model's own chain diagnostics (an MCMC kernel's acceptance rate, step size), if any."""
+    return model.sampler_metrics() if hasattr(model, "sampler_metrics") else {}
 
 
 def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

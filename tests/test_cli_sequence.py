@@ -1,0 +1,129 @@
+"""``boltzkit sequence train|evaluate|diagnose`` end to end on a small synthetic .mat, and the
+one-line exit-2 errors (nothing written)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+from boltzkit import checkpoint
+from boltzkit.cli import main
+from boltzkit.models.sequence import RNN, LSTM
+
+
+def write_mat(path, **splits):
+    out = {}
+    for key, rolls in splits.items():
+        cell = np.empty((1, len(rolls)), dtype=object)
+        for i, r in enumerate(rolls):
+            cell[0, i] = r
+        out[key] = cell
+    scipy.io.savemat(path, out)
+    return path
+
+
+def pieces(n, seed):
+    """Arpeggios with a random start: predictable enough to learn in a few epochs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        roll = np.zeros((int(rng.integers(10, 20)), 88), np.uint8)
+        start = int(rng.integers(0, 4))
+        for t in range(roll.shape[0]):
+            roll[t, 40 + 4 * ((start + t) % 4)] = 1
+        out.append(roll)
+    return out
+
+
+@pytest.fixture
+def music(tmp_path):
+    return write_mat(tmp_path / "toy.mat", traindata=pieces(24, 0), validdata=pieces(6, 1), testdata=pieces(6, 2))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_train_evaluate_diagnose(tmp_path, music, capsys, kind):
+    out = tmp_path / kind
+    assert main(["sequence", "train", "--data", str(music), "--model", kind, "--hidden", "16", "--epochs", "15",
+                 "--lr", "0.02", "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    for name in ("config.json", "model.safetensors", "metrics.csv", "curves.png", "test_metrics.json"):
+        assert (out / name).is_file(), name
+    model = checkpoint.load(out)
+    assert isinstance(model, RNN if kind == "rnn" else LSTM)
+    capsys.readouterr()
+    assert main(["sequence", "evaluate", str(out), "--data", str(music), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["frames"] == sum(p.shape[0] for p in pieces(6, 2))
+    # far below independent notes at the marginals (4 notes equally often: ≈ 4·H(1/4) ≈ 2.25 nats)
+    assert result["nll_per_step"] < 1.5 and 0 <= result["frame_accuracy"] <= 1
+    saved = json.loads((out / "test_metrics.json").read_text())
+    assert abs(saved["test"]["nll_per_step"] - result["nll_per_step"]) < 1e-6
+    assert main(["sequence", "diagnose", str(out), "--data", str(music), "--json"]) == 0
+    flow = json.loads(capsys.readouterr().out)
+    assert (out / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
+    if kind == "rnn":
+        bound = flow["bound_by_lag"]
+        assert all(m <= b * (1 + 1e-6) for m, b in zip(flow["norm_max_by_lag"], bound) if m is not None)
+
+
+def test_bptt_method_and_progress(tmp_path, music):
+    out = tmp_path / "b"
+    assert main(["sequence", "train", "--data", str(music), "--hidden", "8", "--epochs", "2", "--method", "bptt",
+                 "--truncation", "5", "--clip", "1", "--out", str(out)]) == 0
+    assert (out / "config.json").is_file()
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.full((4, 88), 3, np.uint8), "not a binary piano roll"),
+    (np.zeros((4, 80), np.uint8), "80 columns"),
+    (np.zeros((0, 88), np.uint8), "empty"),
+    (np.full((4, 88), np.nan), "NaN"),
+])
+def test_bad_data_exits_2_and_writes_nothing(tmp_path, capsys, bad, message):
+    data = write_mat(tmp_path / "bad.mat", traindata=pieces(2, 0) + [bad])
+    out = tmp_path / "never"
+    assert main(["sequence", "train", "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("boltzkit: error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_other_errors_exit_2(tmp_path, music, capsys):
+    assert main(["sequence", "train", "--data", str(tmp_path / "none.mat"), "--out", str(tmp_path / "x")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["sequence", "train", "--data", str(music), "--model", "lstm", "--method", "bptt",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--model rnn" in capsys.readouterr().err
+    assert main(["sequence", "evaluate", str(tmp_path / "nothing"), "--data", str(music)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["sequence", "train", "--data", str(music), "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_midi_directory_data(tmp_path, capsys):
+    pytest.importorskip("mido")
+    from boltzkit.data.music import piano_roll_to_midi
+
+    folder = tmp_path / "midi"
+    for split, seed in (("train", 0), ("valid", 1), ("test", 2)):
+        (folder / split).mkdir(parents=True)
+        for i, roll in enumerate(pieces(3, seed)):
+            piano_roll_to_midi(roll, folder / split / f"{i}.mid", frames_per_beat=2)
+    out = tmp_path / "m"
+    assert main(["sequence", "train", "--data", str(folder), "--frames-per-beat", "2", "--hidden", "8",
+                 "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["sequence", "evaluate", str(out), "--data", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == sum(p.shape[0] for p in pieces(3, 2))
+    assert main(["sequence", "train", "--data", str(folder), "--frames-per-beat", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "frames_per_beat" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_an_rbm_checkpoint(tmp_path, music, capsys):
+    from boltzkit.models import RBM
+
+    checkpoint.save(tmp_path / "rbm", RBM(88, 4))
+    assert main(["sequence", "evaluate", str(tmp_path / "rbm"), "--data", str(music)]) == 2
+    assert "not a recurrent network" in capsys.readouterr().err
