@@ -12,7 +12,6 @@ quadrature on the support (1-D or 2-D).  Every bad input ends in one line
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..sampling.mcmc import make_kernel
 from ..training import Trainer, TrainingConfig, make_estimator
 from ..training.replay import ReplayBuffer
 from ..training.threads import torch_threads
+from . import common
 
 logger = logging.getLogger("boltzkit")
 
@@ -237,11 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_model(model, x, args.grid)
     if args.toy:
         result["true_log_likelihood"] = float(toy_log_density(args.toy, x_np).mean())
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    common.print_result(result, args.json, width=20)
     return 0
 
 

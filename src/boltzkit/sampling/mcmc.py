@@ -77,6 +77,16 @@ def _normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
+def _metropolis(current: tuple[Tensor, Tensor, Tensor], proposal: tuple[Tensor, Tensor, Tensor],
+                log_accept: Tensor, generator: torch.Generator | None) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+    """Accept each chain's proposal (x, U, ∇U) with probability min(1, e^{log_accept}); returns the
+    new (x, U, ∇U) and the acceptance probabilities."""
+    accepted, prob = _accept(log_accept, generator)
+    keep = accepted.unsqueeze(1)
+    (x, u, grad), (y, uy, gy) = current, proposal
+    return (torch.where(keep, y, x), torch.where(accepted, uy, u), torch.where(keep, gy, grad)), prob
+
+
 def _accept(log_alpha: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """(accepted mask, acceptance probability min(1, e^{log α})); NaN counts as a rejection."""
     log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf, posinf=0.0).clamp(max=0.0)
@@ -220,10 +230,8 @@ class MALA(_AdaptiveKernel):
         for _ in range(steps):
             y = x + (-eps * grad + torch.sqrt(2 * eps) * _normal(x, generator))
             uy, grad_y = energy_and_grad(energy, y)
-            accepted, prob = _accept(self.log_acceptance(x, u, grad, y, uy, grad_y, eps), generator)
-            keep = accepted.unsqueeze(1)
-            x, grad = torch.where(keep, y, x), torch.where(keep, grad_y, grad)
-            u = torch.where(accepted, uy, u)
+            (x, u, grad), prob = _metropolis((x, u, grad), (y, uy, grad_y),
+                                             self.log_acceptance(x, u, grad, y, uy, grad_y, eps), generator)
             total += prob
             eps = self._adapted(eps, prob)
         return state.replace(x, step_size=eps[:, 0], accept=total / max(steps, 1))
@@ -275,10 +283,8 @@ class HMC(_AdaptiveKernel):
                 y = y + eps * p / mass
                 uy, gy = energy_and_grad(energy, y)
                 p = p - (eps if leap < self.n_leapfrog - 1 else 0.5 * eps) * gy
-            accepted, prob = _accept(h0 - self.hamiltonian(uy, p, mass), generator)
-            keep = accepted.unsqueeze(1)
-            x, grad = torch.where(keep, y, x), torch.where(keep, gy, grad)
-            u = torch.where(accepted, uy, u)
+            (x, u, grad), prob = _metropolis((x, u, grad), (y, uy, gy), h0 - self.hamiltonian(uy, p, mass),
+                                             generator)
             total += prob
             eps = self._adapted(eps, prob)
         return state.replace(x, step_size=eps[:, 0], accept=total / max(steps, 1))
