@@ -284,3 +284,18 @@ def test_messages_name_the_flag_and_file(tmp_path, small_data, capsys):
     line = one_line_error(["train", "--data", str(small_data), "--valid", str(bad), "--quiet", "--out",
                            str(tmp_path / "o")], capsys)
     assert f"--valid {bad}" in line
+
+
+def test_a_free_energy_that_overflows_counts_as_divergence():
+    from boltzkit.errors import DivergenceError
+    from boltzkit.training import Trainer, TrainingConfig
+
+    data = (torch.rand(64, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    trainer = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=1, batch_size=32, max_weight=1e39))
+    trainer.fit(data)
+    good = trainer.snapshot()
+    with torch.no_grad():
+        trainer.model.weight.fill_(3e37)          # finite parameters, F(v) = −Σ softplus(…) overflows
+    with pytest.raises(DivergenceError, match="free energy"):
+        trainer._check(good, "in a test")
+    assert torch.equal(trainer.model.weight, good["model"]["weight"])   # the last good state is back

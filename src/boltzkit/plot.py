@@ -21,6 +21,7 @@ import numpy as np
 
 from .checkpoint import atomic_write_bytes
 from .errors import ConfigurationError, DataError
+from .validation import check_int
 
 #: what :func:`save_grid` may be told it shows (``kind``)
 GRID_KINDS = ("binary samples", "probabilities", "values")
@@ -142,8 +143,7 @@ def filter_grid(weight: np.ndarray, max_filters: int = 100,
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 2 or 0 in weight.shape:
         raise DataError(f"expected a (visible × hidden) weight matrix, got shape {weight.shape}")
-    if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
-        raise ConfigurationError(f"max_filters must be an integer ≥ 1, got {max_filters!r}")
+    check_int("max_filters", max_filters, least=1)
     shown = weight[:, :max_filters].T
     grid = tile(shown, shape, normalise=False)
     limit = float(np.abs(shown).max())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import stat
 from pathlib import Path
 from typing import Any

@@ -12,16 +12,15 @@ import importlib.util
 import io as _io
 import logging
 import math
-import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import __version__, checkpoint, data as datasets, plot
-from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
+from ..errors import ConfigurationError, DataError, DivergenceError
 from ..evaluation import ais, exact
 from ..evaluation import gradient_quality as gradcheck
 from ..evaluation import monitors as monitor
@@ -521,7 +520,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                        "PT-1 (10 replicas)": make_estimator("pt", 1, chains),
                        "centered PCD-1": make_estimator("pcd", 1, chains, centered=True)})
     result = gradcheck.gradient_quality(rbm, x, estimators, repeats=args.repeats, seed=args.seed,
-                                        burn_in=args.burn_in)
+                                        burn_in=args.burn_in, progress=not args.quiet)
     gradcheck.plot_gradient_quality(result, png)
     if args.json:
         print(common.finite_json(result))

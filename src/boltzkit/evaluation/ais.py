@@ -49,6 +49,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..models.rbm import RBM
 from ..training.batches import as_tensor
+from ..validation import check_int
 
 #: number of β values of the default schedule (Salakhutdinov & Murray 2008)
 DEFAULT_N_BETAS = 14_500
@@ -116,8 +117,7 @@ def default_betas(n_betas: int = DEFAULT_N_BETAS) -> Tensor:
     With the default 14,500 values: 500 in [0, 0.5), 4,000 in [0.5, 0.9) and 10,000 in
     [0.9, 1] (steps of 1e-3, 1e-4 and 1e-5); other counts keep the same proportions.
     """
-    if not isinstance(n_betas, int) or isinstance(n_betas, bool) or n_betas < 2:
-        raise ConfigurationError(f"an AIS schedule needs at least 2 β values, got {n_betas!r}")
+    check_int("an AIS schedule's number of β values", n_betas, least=2)
     u = np.linspace(0.0, 1.0, n_betas)
     betas = torch.from_numpy(np.interp(u, _KNOTS_FRACTION, _KNOTS_BETA))
     betas[0], betas[-1] = 0.0, 1.0
@@ -260,8 +260,7 @@ def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: f
            n_chains: int, seed: int | None,
            generator: torch.Generator | None) -> tuple[Tensor, torch.Generator | None]:
     check_model(rbm)
-    if not isinstance(n_chains, int) or isinstance(n_chains, bool) or n_chains < 1:
-        raise ConfigurationError(f"n_chains must be a positive integer, got {n_chains!r}")
+    check_int("n_chains", n_chains, least=1)
     if data is not None and base_bias is not None:
         raise ConfigurationError("give the base model either as data or as base_bias, not both")
     device, dtype = rbm.weight.device, rbm.weight.dtype

@@ -46,12 +46,14 @@ def _flat(tensors: Mapping[str, Tensor]) -> Tensor:
 
 
 def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator],
-                     repeats: int = 20, seed: int = 0, burn_in: int = 100) -> dict[str, dict[str, float]]:
+                     repeats: int = 20, seed: int = 0, burn_in: int = 100,
+                     progress: bool = False) -> dict[str, dict[str, float]]:
     """Bias norm, variance and cosine of each estimator's gradient on ``data``.
 
     Each estimator runs on its own copies with one generator seeded ``seed``: ``burn_in``
     warm-up updates (skipped for stateless estimators), then ``repeats`` measured ones.  The
-    model must be tractable (see :func:`boltzkit.exact.is_tractable`).
+    model must be tractable (see :func:`boltzkit.exact.is_tractable`).  ``progress`` shows a
+    bar over the estimators' updates.
 
     Example
     -------
@@ -71,17 +73,30 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
     truth = _flat(exact.log_likelihood_gradient(rbm, data))
     truth_norm = float(truth.norm())
     result: dict[str, dict[str, float]] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(estimators) * (burn_in + repeats), unit="update", dynamic_ncols=True,
+                   desc="gradient quality")
     for name, estimator in estimators.items():
+        if bar is not None:
+            bar.set_postfix_str(name)
         model, est = copy.deepcopy(rbm), copy.deepcopy(estimator)
         generator = torch.Generator(rbm.weight.device).manual_seed(seed)
         for step in range(burn_in):  # the parameters are not stepped: only the state moves
             est.step(model, data, generator)
+            if bar is not None:
+                bar.update(1)
             if step == 0 and not est.state_dict():
+                if bar is not None:
+                    bar.update(burn_in - 1)
                 break
         draws = []
         for _ in range(repeats):
             est.step(model, data, generator)
             draws.append(-_flat({n: p.grad for n, p in model.named_tensors().items()}))
+            if bar is not None:
+                bar.update(1)
         draws_t = torch.stack(draws)
         mean = draws_t.mean(0)
         cosines = (draws_t @ truth) / (draws_t.norm(dim=1) * truth_norm).clamp_min(1e-300)
@@ -90,6 +105,8 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
             "variance": float(((draws_t - mean) ** 2).sum(1).sum() / (repeats - 1)),
             "cosine": float(cosines.mean()),
         }
+    if bar is not None:
+        bar.close()
     return result
 
 

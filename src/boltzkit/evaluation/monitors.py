@@ -13,6 +13,7 @@ from . import ais, exact
 from ..errors import ConfigurationError
 from ..models.rbm import RBM
 from ..training.callbacks import PeriodicCallback
+from ..validation import check_int
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
@@ -98,8 +99,7 @@ class AISLikelihood(PeriodicCallback):
         super().__init__(every)
         self.sets = _named_sets(data, "ais_log_likelihood")
         ais.default_betas(n_betas)  # validates the count
-        if isinstance(n_chains, bool) or not isinstance(n_chains, int) or n_chains < 1:
-            raise ConfigurationError(f"n_chains must be an integer ≥ 1, got {n_chains!r}")
+        check_int("n_chains", n_chains, least=1)
         self.n_betas, self.n_chains, self.seed = n_betas, n_chains, seed
         self.base_data = next(iter(self.sets.values())) if base_data is None else base_data
         self.last: ais.AISResult | None = None

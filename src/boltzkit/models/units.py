@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigurationError, DataError
+from ..validation import check_int
 
 Beta = float | Tensor
 
@@ -47,8 +48,7 @@ class Units(nn.Module):
 
     def __init__(self, n: int) -> None:
         super().__init__()
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigurationError(f"a layer needs a positive number of units, got {n!r}")
+        check_int("a layer's number of units", n, least=1)
         self.n = n
         self.bias = nn.Parameter(torch.zeros(self.dim))
 

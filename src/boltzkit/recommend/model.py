@@ -73,7 +73,7 @@ from ..models.conditional import ConditionalRBM
 from ..models.rbm import RBM
 from ..training import Batch, BatchSource, Callback, EarlyStopping, MetricCallback, Trainer, TrainingConfig
 from ..training.gradient import ContrastiveDivergence
-from ..validation import check_choice, check_float, check_int, parse_dtype
+from ..validation import check_int, parse_dtype
 from .metrics import rmse
 from .ratings import RatingData, _check_fit_data, _check_query, split_ratings
 
@@ -165,9 +165,7 @@ class CFRBM:
 
     def _check_config(self) -> None:
         for name in ("n_hidden", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), least=1)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigurationError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:

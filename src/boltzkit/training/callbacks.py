@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor
 
-from ..errors import ConfigurationError
 from ..validation import check_choice, check_float, check_int
 
 if TYPE_CHECKING:
+    from ..models.base import Model
     from .trainer import Trainer
 
 logger = logging.getLogger("boltzkit")
@@ -51,7 +51,7 @@ class PeriodicCallback(Callback):
 class MetricCallback(PeriodicCallback):
     """Records ``name: fn(rbm, data)`` at the end of every ``every``-th epoch."""
 
-    def __init__(self, name: str, fn: Callable[[RBM, Tensor], float], data: Tensor, every: int = 1) -> None:
+    def __init__(self, name: str, fn: Callable[["Model", Tensor], float], data: Tensor, every: int = 1) -> None:
         super().__init__(every)
         self.name, self.fn, self.data = name, fn, data
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..errors import ConfigurationError
+from ..validation import check_int
 
 #: B·V·H below which an update runs on one thread (784 × 20 × 100 ≈ 2^20.6; 784 × 500 × 100 ≈ 2^25.2)
 SINGLE_THREAD_BELOW = 1 << 23
@@ -25,8 +25,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"threads must be an integer ≥ 1, got {n!r}")
+    check_int("threads", n, least=1)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

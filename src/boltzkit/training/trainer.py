@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, DivergenceError
 from ..models.units import all_finite
-from .batches import Batch, BatchSource, LoaderBatches, batch_source
+from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source
 from .callbacks import Callback
 from .config import TrainingConfig
 from .gradient import build_estimator
@@ -102,6 +102,8 @@ class Trainer:
             self.estimator.sparsify(cfg.sparsity_target, cfg.sparsity_cost, cfg.sparsity_decay)
         if self.optimizer is None:
             self.optimizer = make_sgd(self.model, cfg)
+        if hasattr(self.estimator, "bind"):  # a step that needs the trainer (a GAN's extra optimizers)
+            self.estimator.bind(self)
 
     @property
     def rbm(self) -> Any:
@@ -181,7 +183,7 @@ class Trainer:
             raise bad(f"epoch must be a non-negative integer, got {epoch!r}")
         if not isinstance(state.get("history", []), list):
             raise bad("history must be a list")
-        prefixes = {name.split(".", 1)[0] for name in own_tensors} | {"estimator", "optimizer"}
+        prefixes = {name.split(".", 1)[0] for name in own_tensors} | {"estimator"} | set(self._optimizers())
         for name, value in tensors.items():
             if name.split(".", 1)[0] not in prefixes:
                 raise bad(f"unknown tensor {name!r}")
@@ -265,14 +267,25 @@ class Trainer:
         bad = [name for name, p in self.model.named_parameters() if not all_finite(p)]
         decayed = [p for p in self.model.decay_parameters()]
         largest = max((float(p.detach().abs().max()) for p in decayed if p.numel()), default=0.0) if not bad else 0.0
-        if bad or largest > self.config.max_weight:
+        exploded = not bad and largest <= self.config.max_weight and not self._free_energy_finite()
+        if bad or largest > self.config.max_weight or exploded:
             self.restore(good)
             problem = (f"non-finite values in {', '.join(n.replace('.', '_') for n in bad)}" if bad
+                       else "the free energy of the data overflowed (not finite)" if exploded
                        else f"weights exploded (max |W| = {largest:.3g} > {self.config.max_weight:g})")
             raise DivergenceError(
                 f"training diverged {where}: {problem}; the parameters, momentum buffers and "
                 f"chains were restored to the last good state (end of epoch {self.epoch}). "
                 f"Try a smaller learning rate.")
+
+    def _free_energy_finite(self) -> bool:
+        """F of a few data rows (kept at the start of :meth:`fit`) is finite: a model whose
+        parameters are finite but whose free energy overflowed has diverged too."""
+        probe = getattr(self, "_probe", None)
+        if probe is None:
+            return True
+        with torch.no_grad():
+            return all_finite(self.model.free_energy(probe))
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, data: Any, check_every: int = 100) -> list[dict[str, float]]:
@@ -288,6 +301,8 @@ class Trainer:
             source.check(self.model)
             source = source.to(self.device, self.dtype)
             n = len(source)
+            if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
+                self._probe = source.values[: min(n, 64)]
             batches = math.ceil(n / cfg.batch_size)
         else:
             batches = len(source)
