@@ -323,5 +323,5 @@ def load(directory: str | Path, device: str | torch.device | None = None) -> Any
 
 def _ensure_registered() -> None:
     """Import the modules that register the built-in kinds."""
-    from .models import conditional, dbm, dbn, energy, rbm, sequence  # noqa: F401
+    from .models import conditional, dbm, dbn, energy, gan, rbm, sequence  # noqa: F401
     from .recommend import model  # noqa: F401
