@@ -127,3 +127,63 @@ def test_evaluate_refuses_an_rbm_checkpoint(tmp_path, music, capsys):
     checkpoint.save(tmp_path / "rbm", RBM(88, 4))
     assert main(["sequence", "evaluate", str(tmp_path / "rbm"), "--data", str(music)]) == 2
     assert "not a recurrent network" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind,extra", [("rnn-rbm", []), ("rnn-rbm", ["--recurrence", "lstm"]),
+                                        ("rtrbm", ["--pretrain-epochs", "2", "--lr", "0.1"])])
+def test_rbm_models_train_evaluate_generate(tmp_path, music, capsys, kind, extra):
+    """RNN-RBM / RTRBM end to end; 8 hidden units, so every step's log Z is exact."""
+    from boltzkit.models.sequence import RNNRBM, RTRBM
+
+    out = tmp_path / "m"
+    assert main(["sequence", "train", "--data", str(music), "--model", kind, "--hidden", "8", "--recurrent", "16",
+                 "--epochs", "12", "--lr", "0.02", "--batch-size", "4", "--k", "5", "--out", str(out), "--quiet",
+                 *extra]) == 0
+    model = checkpoint.load(out)
+    assert isinstance(model, RTRBM if kind == "rtrbm" else RNNRBM)
+    if "lstm" in extra:
+        assert model.recurrence == "lstm"
+    capsys.readouterr()
+    assert main(["sequence", "evaluate", str(out), "--data", str(music), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["log_z"] == "exact" and "nll_interval" not in result
+    assert result["frames"] == sum(p.shape[0] for p in pieces(6, 2))
+    # far below independent notes at the marginals (≈ 2.25 nats, see above)
+    assert result["nll_per_step"] < 1.5 and 0 <= result["frame_accuracy"] <= 1
+    saved = json.loads((out / "test_metrics.json").read_text())
+    assert abs(saved["test"]["nll_per_step"] - result["nll_per_step"]) < 1e-6
+    assert main(["sequence", "generate", str(out), "-n", "2", "--steps", "12", "--midi", str(tmp_path / "g.mid"),
+                 "--png", str(tmp_path / "g.png"), "--npy", str(tmp_path / "g.npy")]) == 0
+    rolls = np.load(tmp_path / "g.npy")
+    assert rolls.shape == (2, 12, 88) and set(np.unique(rolls)) <= {0, 1}
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    from boltzkit.data.music import midi_to_piano_roll
+    assert np.array_equal(midi_to_piano_roll(tmp_path / "g-1.mid")[:12], rolls[0][:len(midi_to_piano_roll(tmp_path / "g-1.mid"))])
+
+
+def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
+    from boltzkit.models.sequence import RTRBM
+
+    checkpoint.save(tmp_path / "m", RTRBM(88, 6, seed=0))
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--max-bits", "2",
+                 "--ais-chains", "4", "--ais-betas", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["log_z"] == "ais"
+    low, high = result["nll_interval"]
+    assert (low is None or low <= result["nll_per_step"]) and result["nll_per_step"] <= high
+
+
+def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
+    for args, message in ((["--model", "rtrbm", "--recurrence", "lstm"], "--recurrence"),
+                          (["--model", "rnn", "--recurrence", "lstm"], "--recurrence"),
+                          (["--model", "rnn-rbm", "--k", "0"], "--k"),
+                          (["--model", "rnn-rbm", "--method", "bptt"], "--method")):
+        out = tmp_path / "never"
+        assert main(["sequence", "train", "--data", str(music), "--out", str(out), "--quiet", *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (out / "config.json").exists()
+    checkpoint.save(tmp_path / "m", __import__("boltzkit").models.sequence.RTRBM(88, 4))
+    assert main(["sequence", "generate", str(tmp_path / "m"), "--steps", "0", "--png", str(tmp_path / "x.png")]) == 2
+    assert main(["sequence", "generate", str(tmp_path / "m")]) == 2
+    assert "--midi" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -1,10 +1,13 @@
-"""``boltzkit sequence train|evaluate|diagnose``: recurrent next-step models of piano rolls.
+"""``boltzkit sequence train|evaluate|generate|diagnose``: sequence models of piano rolls.
 
 Thin over :mod:`boltzkit.models.sequence` and :mod:`boltzkit.data.music`.  ``train`` fits an RNN
-or LSTM with sigmoid outputs to predict each frame from the previous ones, with early stopping
-on the validation split, and writes a checkpoint (the common format), ``metrics.csv``,
+or LSTM with sigmoid outputs to predict each frame from the previous ones, or an RNN-RBM /
+RTRBM (``--model rnn-rbm|rtrbm``, an RBM per frame with biases from the recurrence), with early
+stopping on the validation split, and writes a checkpoint (the common format), ``metrics.csv``,
 ``curves.png`` and ``test_metrics.json``.  ``evaluate`` prints the negative log-likelihood per
-time step (nats, pooled over all frames) and the frame accuracy TP/(TP+FP+FN).  ``diagnose``
+time step (nats, pooled over all frames; for the RBM models each step's log Z exactly when
+small, else by AIS with its interval) and the frame accuracy TP/(TP+FP+FN).  ``generate``
+samples new pieces (MIDI and a piano-roll PNG).  ``diagnose``
 plots ‖∂s_t/∂s_k‖₂ against the lag with the bound (β_W β_s)^{t−k}.  Bad input exits 2 with one
 line, before anything is written.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,13 @@ from typing import Any
 import torch
 
 from .. import checkpoint, plot
-from ..data.music import N_NOTES, load_music
-from ..errors import BoltzkitError, DataError, DivergenceError
-from ..models.sequence import (LSTM, RNN, SequenceBatches, SequenceModel, evaluate_sequences, fit_sequences,
+from ..data.music import N_NOTES, load_music, piano_roll_to_midi
+from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
+from ..models.sequence import (LSTM, RNN, RNNRBM, RTRBM, RecurrentRBM, SequenceBatches, SequenceModel,
+                               evaluate_recurrent_rbm, evaluate_sequences, fit_recurrent_rbm, fit_sequences,
                                gradient_flow, plot_gradient_flow)
+from ..validation import check_int
+from .common import finite_json, output_file
 from ..training import Callback
 from ..training.threads import torch_threads
 
@@ -42,9 +49,34 @@ def _pick(splits: dict[str, list], split: str, path: str) -> list:
     return splits[split]
 
 
-def _load_model(directory: str) -> tuple[SequenceModel, dict[str, Any]]:
-    model, config, _ = checkpoint.load_checkpoint(directory, "cpu", kind=SequenceModel)
+def _load_model(directory: str, rbm: bool = False) -> tuple[Any, dict[str, Any]]:
+    """A recurrent network (or, with ``rbm``, also an RNN-RBM / RTRBM) checkpoint."""
+    kind = (SequenceModel, RecurrentRBM) if rbm else SequenceModel
+    model, config, _ = checkpoint.load_checkpoint(directory, "cpu", kind=kind)
     return model, config
+
+
+RBM_MODELS = ("rnn-rbm", "rtrbm")
+
+
+def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Namespace) -> dict[str, Any]:
+    """NLL per step (+ interval when AIS was used) and frame accuracy of an RNN-RBM / RTRBM."""
+    metrics = evaluate_recurrent_rbm(model, data, max_bits=args.max_bits, ais_chains=args.ais_chains,
+                                     ais_betas=args.ais_betas, seed=args.seed)
+    out = {k: metrics[k] for k in ("nll_per_step", "frame_accuracy", "frames", "log_z")}
+    if "nll_low" in metrics:
+        out["nll_interval"] = [metrics["nll_low"], metrics["nll_high"]]
+    return out
+
+
+def _check_rbm_options(args: argparse.Namespace) -> None:
+    for flag, name, least in (("--hidden", "n_hidden", 1), ("--recurrent", "n_recurrent", 1), ("--k", "k", 1),
+                              ("--pretrain-epochs", "pretrain_epochs", 0), ("--ais-chains", "ais_chains", 1),
+                              ("--ais-betas", "ais_betas", 2), ("--max-bits", "max_bits", 0),
+                              ("--validate-every", "validate_every", 1), ("--valid-ais-chains", "valid_ais_chains", 1),
+                              ("--valid-ais-betas", "valid_ais_betas", 2), ("--epochs", "epochs", 1),
+                              ("--batch-size", "batch_size", 1)):
+        check_int(flag, getattr(args, name), least=least)
 
 
 class _SaveEachEpoch(Callback):
@@ -68,6 +100,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             valid = _source(splits[args.valid_split], f"{args.data} [{args.valid_split}]")
         elif args.valid_split != "valid":
             raise DataError(f"{args.data} has no {args.valid_split!r} split (it has {', '.join(splits)})")
+    if args.model in RBM_MODELS:
+        return _train_rbm(args, out, frames, splits, train, valid)
+    if args.recurrence != "rnn":
+        raise BoltzkitError("--recurrence is an option of --model rnn-rbm")
     common = dict(output="sigmoid", loss="cross_entropy", task="next_step", seed=args.seed)
     if args.model == "rnn":
         model: SequenceModel = RNN(N_NOTES, args.n_hidden, activation=args.activation, init=args.init, **common)
@@ -109,22 +145,146 @@ def cmd_train(args: argparse.Namespace) -> int:
     return status
 
 
+def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[str, list],
+               train: SequenceBatches, valid: SequenceBatches | None) -> int:
+    """``sequence train --model rnn-rbm|rtrbm``: CD-k per step + BPTT (:func:`fit_recurrent_rbm`)."""
+    _check_rbm_options(args)
+    if args.activation != "tanh" or args.init != "uniform" or args.method != "autograd" or args.clip is not None \
+            or args.truncation is not None:
+        raise BoltzkitError("--activation, --init, --method, --clip and --truncation are options of --model rnn|lstm")
+    if args.model == "rtrbm":
+        if args.recurrence != "rnn":
+            raise BoltzkitError("--recurrence is an option of --model rnn-rbm (the RTRBM's recurrence is its "
+                                "hidden means)")
+        model: RecurrentRBM = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
+    else:
+        model = RNNRBM(N_NOTES, args.n_hidden, args.n_recurrent, recurrence=args.recurrence, seed=args.seed)
+    extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames,
+             "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
+                                                        "pretrain_epochs", "recurrence", "seed")}}
+    status = 0
+    try:
+        with torch_threads(args.threads):
+            trainer = fit_recurrent_rbm(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
+                                        lr=args.lr, optimizer=args.optimizer, k=args.k,
+                                        patience=args.patience if valid is not None else None,
+                                        pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
+                                        ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
+                                        seed=args.seed, threads=args.threads, progress=not args.quiet,
+                                        callbacks=[_SaveEachEpoch(out, extra)])
+        history = trainer.history
+    except DivergenceError as e:
+        print(f"boltzkit: {e}", file=sys.stderr)
+        history, status = [], 1
+    result: dict[str, Any] = {}
+    with torch_threads(args.threads):
+        for split in ("valid", "test"):
+            if split in splits:
+                result[split] = _rbm_metrics(model, _source(splits[split], split), args)
+    checkpoint.save(out, model, extra={**extra, "epochs_done": len(history), "result": result})
+    if history:
+        checkpoint.write_metrics_csv(out / "metrics.csv", history)
+        plot.save_curves(history, out / "curves.png")
+    checkpoint.atomic_write_text(out / "test_metrics.json", finite_json(result) + "\n")
+    summary = "; ".join(f"{s}: NLL {r['nll_per_step']:.3f} nats/step ({r['log_z']} log Z), frame accuracy "
+                        f"{r['frame_accuracy']:.3f}" for s, r in result.items())
+    print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
+    return status
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model, config = _load_model(args.model)
+    for name, least in (("ais_chains", 1), ("ais_betas", 2), ("max_bits", 0)):
+        check_int("--" + name.replace("_", "-"), getattr(args, name), least=least)
+    model, config = _load_model(args.model, rbm=True)
     frames = config.get("frames_per_beat", 1) if args.frames_per_beat is None else args.frames_per_beat
     data = _source(_pick(_splits(args.data, frames), args.split, args.data), f"{args.data} [{args.split}]")
     model.check_source(data, f"{args.data} [{args.split}]")
     with torch_threads(args.threads):
-        metrics = evaluate_sequences(model, data)
+        if isinstance(model, RecurrentRBM):
+            metrics = _rbm_metrics(model, data, args)
+        else:
+            metrics = evaluate_sequences(model, data)
     result = {"nll_per_step": metrics["nll_per_step"], "frame_accuracy": metrics.get("frame_accuracy"),
               "frames": int(metrics["frames"]), "sequences": len(data), "split": args.split,
               "model": config.get("model")}
+    for key in ("log_z", "nll_interval"):
+        if key in metrics:
+            result[key] = metrics[key]
     if args.json:
-        print(json.dumps(result))
+        print(finite_json(result))
     else:
         for key, value in result.items():
             print(f"{key:>15}: {value:.4f}" if isinstance(value, float) else f"{key:>15}: {value}")
     return 0
+
+
+def _midi_paths(path: Path, n: int) -> list[Path]:
+    """``out.mid`` for one piece, ``out-1.mid`` … ``out-N.mid`` for several."""
+    if n == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(n)]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    check_int("-n", args.n, least=1)
+    check_int("--steps", args.steps, least=1)
+    check_int("--gibbs-steps", args.gibbs_steps, least=1)
+    if args.midi is None and args.png is None and args.npy is None:
+        raise ConfigurationError("give at least one of --midi, --png, --npy")
+    midi = _midi_paths(output_file(args.midi, "--midi"), args.n) if args.midi else []
+    png = output_file(args.png, "--png") if args.png else None
+    npy = output_file(args.npy, "--npy") if args.npy else None
+    if midi:
+        from ..data.music import _mido
+        _mido()                                   # fail before sampling when mido is missing
+    model, config = _load_model(args.model, rbm=True)
+    frames = int(config.get("frames_per_beat", 1))
+    generator = torch.Generator().manual_seed(args.seed)
+    with torch_threads(args.threads):
+        if isinstance(model, RecurrentRBM):
+            rolls = model.generate(args.n, args.steps, args.gibbs_steps, generator)
+        else:
+            rolls = model.generate(torch.zeros(args.n, model.n_input), args.steps, generator)
+    rolls_np = (rolls > 0.5).to(torch.uint8).numpy()
+    for path in [*midi, png, npy]:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    for roll, path in zip(rolls_np, midi):
+        partial = path.with_name(f".{path.name}.partial")   # each MIDI file appears whole or not at all
+        piano_roll_to_midi(roll, partial, frames_per_beat=frames)
+        os.replace(partial, path)
+    if png is not None:
+        _save_rolls(rolls_np, png, f"{args.n} pieces sampled from {config.get('model')} ({args.model})")
+    if npy is not None:
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, rolls_np)
+        checkpoint.atomic_write_bytes(npy, buffer.getvalue())
+    notes = float(rolls_np.sum(-1).mean())
+    written = [str(p) for p in midi] + ([str(png)] if png else []) + ([str(npy)] if npy else [])
+    print(f"wrote {', '.join(written)}; {args.n} × {args.steps} frames, {notes:.2f} notes per frame on average")
+    return 0
+
+
+def _save_rolls(rolls: Any, path: Path, title: str) -> None:
+    """Piano rolls (n, T, 88) as one PNG: time across, MIDI pitch up, one panel per piece."""
+    from ..data.music import LOWEST_NOTE
+
+    n = rolls.shape[0]
+    fig, axes = plot.new_figure((max(6.0, rolls.shape[1] / 12), 2.2 * n), ncols=1, nrows=n)
+    axes = list(axes) if n > 1 else [axes[0]]
+    for i, (ax, roll) in enumerate(zip(axes, rolls)):
+        ax.imshow(roll.T, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest",
+                  extent=(0, roll.shape[0], LOWEST_NOTE - 0.5, LOWEST_NOTE + N_NOTES - 0.5))
+        ax.set_ylabel("MIDI pitch")
+        ax.set_title(f"sample {i + 1}", fontsize=9)
+    axes[-1].set_xlabel("frame")
+    fig.subplots_adjust(hspace=0.6)
+    fig.suptitle(title, fontsize=10)
+    plot.save_figure(fig, path)
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -154,7 +314,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register ``boltzkit sequence …``."""
-    p = sub.add_parser("sequence", help="recurrent networks (RNN, LSTM) on piano rolls")
+    p = sub.add_parser("sequence", help="recurrent networks (RNN, LSTM) and RNN-RBM / RTRBM on piano rolls")
     seq = p.add_subparsers(dest="sequence_command", required=True)
 
     def data_options(q: argparse.ArgumentParser) -> None:
@@ -165,11 +325,36 @@ def add_parser(sub: Any) -> None:
                        help="MIDI only: frames per quarter note (default 1, or what the model was trained with)")
         q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
-    t = seq.add_parser("train", help="train a next-step RNN or LSTM with sigmoid outputs, early stopping")
+    def ais_options(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--ais-chains", type=int, default=32,
+                       help="rnn-rbm/rtrbm: AIS chains per time step when log Z is not exact (default 32)")
+        q.add_argument("--ais-betas", type=int, default=1000,
+                       help="rnn-rbm/rtrbm: AIS temperatures per time step (default 1000)")
+        q.add_argument("--max-bits", type=int, default=20,
+                       help="rnn-rbm/rtrbm: each step's log Z exact when the smaller layer has at most this many "
+                            "units, else AIS (default 20)")
+
+    t = seq.add_parser("train", help="train a next-step RNN or LSTM with sigmoid outputs, or an RNN-RBM / RTRBM; "
+                                     "early stopping")
     data_options(t)
-    t.add_argument("--model", choices=("rnn", "lstm"), default="rnn", help="cell (default rnn)")
+    t.add_argument("--model", choices=("rnn", "lstm") + RBM_MODELS, default="rnn",
+                   help="rnn, lstm (recurrent networks) or rnn-rbm, rtrbm (an RBM per frame) (default rnn)")
+    t.add_argument("--recurrence", choices=("rnn", "lstm"), default="rnn",
+                   help="rnn-rbm: the cell that carries the context (default rnn)")
     t.add_argument("--hidden", dest="n_hidden", type=int, default=100, metavar="N",
-                   help="hidden units (default 100)")
+                   help="hidden units (of each step's RBM for rnn-rbm/rtrbm) (default 100)")
+    t.add_argument("--recurrent", dest="n_recurrent", type=int, default=100, metavar="N",
+                   help="rnn-rbm: units of the recurrent cell (default 100)")
+    t.add_argument("--k", type=int, default=15, help="rnn-rbm/rtrbm: Gibbs sweeps of CD-k per step (default 15)")
+    t.add_argument("--pretrain-epochs", type=int, default=0,
+                   help="rnn-rbm/rtrbm: epochs of CD on all frames for the shared RBM first (default 0)")
+    t.add_argument("--validate-every", type=int, default=1,
+                   help="rnn-rbm/rtrbm: validation NLL every N epochs (default 1)")
+    t.add_argument("--valid-ais-chains", type=int, default=8,
+                   help="rnn-rbm/rtrbm: AIS chains per step for the validation NLL (default 8)")
+    t.add_argument("--valid-ais-betas", type=int, default=100,
+                   help="rnn-rbm/rtrbm: AIS temperatures per step for the validation NLL (default 100)")
+    ais_options(t)
     t.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="RNN activation (default tanh)")
     t.add_argument("--init", choices=("uniform", "identity"), default="uniform",
                    help="RNN recurrent weights: uniform(±1/√H) or identity (IRNN) (default uniform)")
@@ -198,7 +383,22 @@ def add_parser(sub: Any) -> None:
     data_options(e)
     e.add_argument("--split", default="test", help="split to evaluate (default test)")
     e.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
+    ais_options(e)
+    e.add_argument("--seed", type=int, default=0, help="seed of AIS and the predicted frames (default 0)")
     e.set_defaults(func=cmd_evaluate)
+
+    g = seq.add_parser("generate", help="sample new pieces (Gibbs at each step given the past) as MIDI / PNG")
+    g.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
+    g.add_argument("-n", type=int, default=1, help="pieces (default 1)")
+    g.add_argument("--steps", type=int, default=64, help="frames per piece (default 64)")
+    g.add_argument("--gibbs-steps", type=int, default=25,
+                   help="rnn-rbm/rtrbm: Gibbs sweeps per frame (default 25)")
+    g.add_argument("--midi", metavar="FILE", help="MIDI file (FILE-1.mid … for several pieces) (default none)")
+    g.add_argument("--png", metavar="FILE", help="piano-roll picture (default none)")
+    g.add_argument("--npy", metavar="FILE", help="the rolls as a (n, steps, 88) uint8 array (default none)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    g.set_defaults(func=cmd_generate)
 
     d = seq.add_parser("diagnose", help="plot ‖∂s_t/∂s_k‖₂ against the lag with the bound (β_W β_s)^(t−k)")
     d.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")

@@ -1,4 +1,4 @@
-"""Recurrent networks: the lecture's RNN with explicit BPTT, the LSTM, gradient-flow diagnostics.
+"""Recurrent networks (and the RTRBM / RNN-RBM of :mod:`.rnn_rbm`): the lecture's RNN with explicit BPTT, the LSTM, gradient-flow diagnostics.
 
 - :class:`RNN`, :class:`LSTM` (:mod:`.rnn`, :mod:`.lstm`): cells driven one step at a time
   (``initial_state``, ``step``, ``hidden``) plus an output layer and the labelling
@@ -18,10 +18,16 @@ from .diagnostics import (GradientFlow, gradient_flow, jacobian_norms, lag_contr
                           lag_contributions, plot_gradient_flow)
 from .lstm import LSTM
 from .rnn import RNN
+from .rnn_rbm import (RNNRBM, RTRBM, RecurrentRBM, RecurrentRBMStep, exact_log_likelihood,
+                      log_partition_enumerated)
+from .rbm_evaluation import evaluate_recurrent_rbm
+from .rbm_training import RecurrentRBMValidation, fit_recurrent_rbm, pretrain_rbm
 from .steps import SequenceStep
 from .training import ValidationLoss, evaluate_sequences, fit_sequences, make_optimizer
 
 __all__ = ["RNN", "LSTM", "SequenceModel", "SequenceBatches", "SequenceStep", "GradientFlow", "TASKS", "OUTPUTS",
            "LOSSES", "bptt_gradients", "output_error", "gradient_flow", "jacobian_norms", "lag_contributions", "lag_contribution_matrices",
            "plot_gradient_flow", "pad_sequences", "evaluate_sequences", "fit_sequences", "make_optimizer",
-           "ValidationLoss"]
+           "ValidationLoss", "RNNRBM", "RTRBM", "RecurrentRBM", "RecurrentRBMStep", "exact_log_likelihood",
+           "log_partition_enumerated", "evaluate_recurrent_rbm", "RecurrentRBMValidation", "fit_recurrent_rbm",
+           "pretrain_rbm"]

@@ -1,0 +1,118 @@
+"""RNN-RBM and RTRBM on JSB Chorales (Boulanger-Lewandowski, Bengio & Vincent 2012): test NLL per
+time step pooled over all test frames (nats; each step's log Z by AIS, with the summed ±3 s.e.
+interval) and frame accuracy TP/(TP+FP+FN), next to the published RNN-RBM 6.27 / RTRBM 6.35.
+
+Bounded: each model trains for at most ``--seconds`` (wall clock, 1 thread), with CD-k per step +
+BPTT (Adam), optional RBM pre-training, and early stopping on the validation NLL of the first
+``--valid-pieces`` validation pieces (cheap AIS: ``--valid-ais-betas``); the best evaluation is
+kept.  AIS underestimates log Z in expectation, so a short schedule makes the NLL optimistic:
+``--check-betas`` re-scores the first test pieces with a longer schedule to show the size of that
+bias.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_rnn_rbm.py
+    OMP_NUM_THREADS=1 python benchmarks/bench_rnn_rbm.py --models rnn-rbm rtrbm rnn-rbm-lstm --seconds 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench_music_rnn import TimeLimit, source
+from boltzkit.data.music import N_NOTES, load_music
+from boltzkit.models.sequence import (RNNRBM, RTRBM, RecurrentRBMValidation, SequenceBatches, evaluate_recurrent_rbm,
+                                      fit_recurrent_rbm)
+from boltzkit.training import EarlyStopping
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "polyphonic-music"
+RESULTS = ROOT / "benchmarks" / "results"
+#: NLL per time step on JSB Chorales, Boulanger-Lewandowski et al. (2012), Table 1
+PUBLISHED = {"rnn-rbm": 6.27, "rnn-rbm-lstm": 6.27, "rtrbm": 6.35}
+
+
+def build(name: str, args: argparse.Namespace):
+    if name == "rtrbm":
+        return RTRBM(N_NOTES, args.hidden, seed=args.seed)
+    return RNNRBM(N_NOTES, args.hidden, args.recurrent, recurrence="lstm" if name.endswith("lstm") else "rnn",
+                  seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DATA / "JSB_Chorales.mat")
+    p.add_argument("--models", nargs="+", default=["rnn-rbm", "rtrbm"], choices=list(PUBLISHED))
+    p.add_argument("--hidden", type=int, default=150)
+    p.add_argument("--recurrent", type=int, default=100)
+    p.add_argument("--k", type=int, default=15)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=500)
+    p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=120.0, help="training wall-clock limit per model")
+    p.add_argument("--valid-every", type=int, default=5)
+    p.add_argument("--valid-pieces", type=int, default=20)
+    p.add_argument("--valid-ais-betas", type=int, default=50)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--ais-chains", type=int, default=16)
+    p.add_argument("--ais-betas", type=int, default=200)
+    p.add_argument("--check-pieces", type=int, default=3)
+    p.add_argument("--check-betas", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS / "rnn_rbm.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    splits = load_music(args.data)
+    train, test = source(splits["train"]), source(splits["test"])
+    valid = SequenceBatches(source(splits["valid"]).inputs[: args.valid_pieces])
+    rows = []
+    for name in args.models:
+        model = build(name, args)
+        limit = TimeLimit(args.seconds)
+        start = time.perf_counter()
+        trainer = fit_recurrent_rbm(
+            model, train, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, k=args.k,
+            pretrain_epochs=args.pretrain_epochs, seed=args.seed,
+            callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas),
+                       EarlyStopping("valid_nll", args.patience, mode="min", verbose=False), limit])
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        result = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=args.ais_betas,
+                                        seed=args.seed)
+        eval_seconds = time.perf_counter() - start
+        check = SequenceBatches(test.inputs[: args.check_pieces])
+        short = evaluate_recurrent_rbm(model, check, ais_chains=args.ais_chains, ais_betas=args.ais_betas)
+        long = evaluate_recurrent_rbm(model, check, ais_chains=args.ais_chains, ais_betas=args.check_betas)
+        row = {"model": name, "epochs": len(trainer.history), "train_seconds": round(seconds, 1),
+               "time_limit_hit": limit.hit, "eval_seconds": round(eval_seconds, 1),
+               "test_nll_per_step": result["nll_per_step"], "test_nll_interval": [result["nll_low"], result["nll_high"]],
+               "frame_accuracy": result["frame_accuracy"], "frames": result["frames"],
+               "published_nll": PUBLISHED[name],
+               "ais_check": {"pieces": args.check_pieces, f"nll_{args.ais_betas}_betas": short["nll_per_step"],
+                             f"nll_{args.check_betas}_betas": long["nll_per_step"]},
+               "best_valid_nll": min((h["valid_nll"] for h in trainer.history if "valid_nll" in h), default=None)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    command = "OMP_NUM_THREADS=1 python benchmarks/" + Path(__file__).name + " " + shlex.join(argv or sys.argv[1:])
+    report = {"command": command.strip(), "machine": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "settings": {k: str(v) for k, v in vars(args).items()}, "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("| model | test NLL/step (AIS interval) | frame acc. | published NLL | epochs | train s |")
+    for r in rows:
+        lo, hi = r["test_nll_interval"]
+        print(f"| {r['model']} | {r['test_nll_per_step']:.2f} [{lo:.2f}, {hi:.2f}] | {r['frame_accuracy']:.3f} | "
+              f"{r['published_nll']} | {r['epochs']} | {r['train_seconds']} |")
+    print(f"reproduce: {command.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

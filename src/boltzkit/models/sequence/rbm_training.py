@@ -1,0 +1,71 @@
+"""Training RTRBMs and RNN-RBMs on the common trainer, with optional RBM pre-training and early
+stopping on the validation NLL per step.
+
+:func:`fit_recurrent_rbm` (Boulanger-Lewandowski et al. 2012, §5): optionally pre-train the
+shared RBM (W, b, c) with CD-k on all training frames as one plain :class:`~boltzkit.models.RBM`
+(one :class:`~boltzkit.training.Trainer` run), then train the whole model with
+:class:`~.rnn_rbm.RecurrentRBMStep` (CD-k per step + BPTT of the free-energy surrogate) and an
+optimizer over every parameter, keeping the epoch with the best validation NLL
+(:class:`RecurrentRBMValidation`, exact log Z when small, else AIS).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...training import Callback, EarlyStopping, Trainer, TrainingConfig
+from ...training.callbacks import PeriodicCallback
+from ...validation import check_int
+from .batches import SequenceBatches
+from .rbm_evaluation import evaluate_recurrent_rbm
+from .rnn_rbm import RecurrentRBM, RecurrentRBMStep
+from .training import flush_denormals, make_optimizer
+
+
+class RecurrentRBMValidation(PeriodicCallback):
+    """Records ``valid_nll`` (nats per step, :func:`evaluate_recurrent_rbm`) every ``every`` epochs;
+    with AIS its cost is ``ais_chains × ais_betas`` Gibbs sweeps per validation frame."""
+
+    def __init__(self, data: SequenceBatches, every: int = 1, ais_chains: int = 8, ais_betas: int = 100,
+                 max_bits: int = 20, name: str = "valid_nll") -> None:
+        super().__init__(every)
+        self.data, self.name = data, name
+        self.options = dict(ais_chains=ais_chains, ais_betas=ais_betas, max_bits=max_bits, predict_steps=1)
+
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        metrics[self.name] = evaluate_recurrent_rbm(trainer.model, self.data, **self.options)["nll_per_step"]
+
+
+def pretrain_rbm(model: RecurrentRBM, train: SequenceBatches, epochs: int, *, k: int = 1, lr: float = 0.01,
+                 batch_size: int = 100, seed: int = 0, progress: bool = False) -> Trainer:
+    """CD-k on every training frame for the shared RBM ``model.rbm`` (a plain RBM Trainer run)."""
+    check_int("pretrain epochs", epochs, least=1)
+    w = model.rbm.weight
+    frames = torch.cat([s.reshape(-1, s.shape[-1]) for s in train.inputs]).to(w.device, w.dtype)
+    trainer = Trainer(model.rbm, TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, k=k, seed=seed),
+                      progress=progress)
+    trainer.fit(frames)
+    return trainer
+
+
+def fit_recurrent_rbm(model: RecurrentRBM, train: SequenceBatches, valid: SequenceBatches | None = None, *,
+                      epochs: int = 50, batch_size: int = 8, lr: float = 1e-3, optimizer: str = "adam", k: int = 15,
+                      patience: int | None = 5, pretrain_epochs: int = 0, validate_every: int = 1,
+                      ais_chains: int = 8, ais_betas: int = 100, seed: int = 0, threads: int | None = None,
+                      callbacks: list[Callback] = (), progress: bool = False) -> Trainer:
+    """Train ``model`` (module docstring); returns the trainer (``trainer.history``)."""
+    check_int("epochs", epochs, least=1)
+    check_int("pretrain_epochs", pretrain_epochs, least=0)
+    if pretrain_epochs:
+        pretrain_rbm(model, train, pretrain_epochs, seed=seed, progress=progress)
+    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, weight_decay=0.0, lr_schedule="constant",
+                            init_visible_bias=not pretrain_epochs, threads=threads, max_weight=1e4)
+    extra: list[Callback] = []
+    if valid is not None:
+        extra.append(RecurrentRBMValidation(valid, validate_every, ais_chains, ais_betas))
+        extra.append(EarlyStopping("valid_nll", patience, mode="min", verbose=True))
+    trainer = Trainer(model, config, estimator=RecurrentRBMStep(k), optimizer=make_optimizer(model, optimizer, lr),
+                      callbacks=extra + list(callbacks), progress=progress)
+    with flush_denormals():
+        trainer.fit(train)
+    return trainer
