@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import check_output_directory
-from ..errors import BoltzkitError, ConfigurationError, DataError
+from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -124,3 +124,16 @@ def print_result(result: dict[str, Any], as_json: bool, width: int = 24) -> None
 def fail(message: str) -> BoltzkitError:
     """A one-line command-line error (exit code 2)."""
     return BoltzkitError(message)
+
+
+def fit_status(fit: Any, *args: Any, **kwargs: Any) -> int:
+    """Run a training call; 0 when it finishes, 1 (with the message logged) when it diverged —
+    the trainer has then restored the last good state, which the command still saves."""
+    try:
+        fit(*args, **kwargs)
+    except DivergenceError as e:
+        import logging
+
+        logging.getLogger("boltzkit").warning(str(e))
+        return 1
+    return 0

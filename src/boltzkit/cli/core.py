@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .. import __version__, checkpoint, data as datasets, plot
-from ..errors import ConfigurationError, DataError, DivergenceError
+from ..errors import ConfigurationError, DataError
 from ..evaluation import ais, exact
 from ..evaluation import gradient_quality as gradcheck
 from ..evaluation import monitors as monitor
@@ -348,13 +348,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       progress=not args.quiet)
     if args.resume:
         trainer.load_training_state(resume_tensors, resume_config["training_state"])
-    status = 0
     start = time.perf_counter()
-    try:
-        trainer.fit(x)
-    except DivergenceError as e:
-        logger.warning(str(e))
-        status = 1
+    status = common.fit_status(trainer.fit, x)
     seconds = time.perf_counter() - start
     if status == 0 and final:
         status = final_likelihood(trainer, monitored, floor, progress=not args.quiet)

@@ -22,7 +22,7 @@ import torch
 
 from .. import checkpoint
 from ..data.toy import TOY_BOX, TOYS, sample_toy, toy_log_density
-from ..errors import BoltzkitError, DataError, DivergenceError
+from ..errors import BoltzkitError, DataError
 from ..evaluation import quadrature
 from ..models.energy import EnergyFunctionModel, MLPEnergy
 from ..sampling.mcmc import make_kernel
@@ -191,13 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     estimator = make_negative_phase(args.method, args.k, args.chains, args.buffer_size, args.reinit)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.999))
     trainer = Trainer(model, config, estimator=estimator, optimizer=optimizer, progress=not args.quiet)
-    status = 0
     with torch_threads(args.threads):
-        try:
-            trainer.fit(x)
-        except DivergenceError as e:
-            logger.error(str(e))
-            status = 1
+        status = common.fit_status(trainer.fit, x)
         result = evaluate_model(model, x) if d <= 2 else {}
         g = torch.Generator(device).manual_seed(args.seed + 2)
         samples = model.sample(args.samples, args.sample_steps, g, reference=x).cpu().numpy()

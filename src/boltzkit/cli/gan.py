@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint, data as datasets, plot
-from ..errors import ConfigurationError, DataError, DivergenceError
+from ..errors import ConfigurationError, DataError
 from ..evaluation.decoder_ais import decoder_ais
 from ..evaluation.parzen import nearest_neighbour_distance, parzen_log_likelihood, select_sigma
 from ..models.gan import GAN, GENERATOR_LOSSES, OPTIMIZERS, ModeCollapseGuard, gan_trainer, make_optimizer
@@ -86,13 +86,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                           generator_optimizer=make_optimizer(model.generator_parameters(), args.optimizer, args.lr),
                           discriminator_optimizer=make_optimizer(model.discriminator_parameters(), args.optimizer,
                                                                  args.d_lr or args.lr))
-    status, start = 0, time.perf_counter()
+    start = time.perf_counter()
     with torch_threads(args.threads):
-        try:
-            trainer.fit(x)
-        except DivergenceError as e:
-            logger.error(str(e))
-            status = 1
+        status = common.fit_status(trainer.fit, x)
     seconds = time.perf_counter() - start
     extra = {"data": _name(args.data), "n": int(x.shape[0]), "epochs_done": trainer.epoch,
              "training": config.to_dict(), "seconds": seconds,
