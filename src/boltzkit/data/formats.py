@@ -252,14 +252,16 @@ def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
     if raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an idx file (unknown type code 0x{raw[2]:02X})")
     ndim = raw[3]
-    if ndim == 0:
-        raise DataError(f"{path}: corrupt idx header (zero dimensions)")
+    if not 1 <= ndim <= 4:
+        raise DataError(f"{path}: corrupt idx header ({ndim} dimensions; idx files have 1 to 4)")
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
         raise DataError(f"{path}: truncated idx file (header cut short)")
     shape = struct.unpack_from(f">{ndim}I", raw, 4)
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     count = math.prod(shape)  # exact: four uint32 sizes may overflow int64
+    if count == 0:  # also keeps numpy from multiplying the other (possibly huge) sizes
+        raise DataError(f"{path}: the idx file holds no values (shape {shape})")
     _check_claimed_size(path, f"the idx header (shape {shape})", count * dtype.itemsize, len(raw) - header_len)
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=header_len)
     return data.reshape(shape).astype(dtype.newbyteorder("="))

@@ -125,7 +125,7 @@ def _mido() -> Any:
     try:
         import mido
     except ImportError:
-        raise DataError("reading MIDI needs the mido package: pip install mido") from None
+        raise DataError("MIDI files need the optional mido package: pip install mido (or boltzkit[music])") from None
     return mido
 
 
