@@ -28,13 +28,21 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from boltzkit.models.sequence import (LSTM, RNN, SequenceBatches, evaluate_sequences, fit_sequences,
-                                      gradient_flow, plot_gradient_flow)
+from boltzkit.models.sequence import (
+    LSTM,
+    RNN,
+    SequenceBatches,
+    evaluate_sequences,
+    fit_sequences,
+    gradient_flow,
+    plot_gradient_flow,
+)
 from boltzkit.models.sequence.training import flush_denormals
 from boltzkit.training import Batch, Callback
 
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "adding.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    command = "OMP_NUM_THREADS=1 python benchmarks/bench_adding.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = ("OMP_NUM_THREADS=1 python benchmarks/bench_adding.py "
+               + shlex.join(argv if argv is not None else sys.argv[1:]))
     print(command, flush=True)
     specs = models(args.hidden)
     names = args.models or list(specs)

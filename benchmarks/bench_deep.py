@@ -41,8 +41,8 @@ import torch
 
 from boltzkit.data import load_mat
 from boltzkit.evaluation import deep
-from boltzkit.models.dbm import DBM
 from boltzkit.models.dbn import DBN
+from boltzkit.models.deep_boltzmann import DBM
 from boltzkit.training import TrainingConfig
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{DATA} not found; the benchmark needs ../shared/data", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    command = "OMP_NUM_THREADS=1 python benchmarks/bench_deep.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    command = ("OMP_NUM_THREADS=1 python benchmarks/bench_deep.py "
+               + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])))
     results: dict = {"command": command, "threads": torch.get_num_threads(), "published": PUBLISHED}
     start = time.perf_counter()
     if "dbn" in a.models or "dbm" in a.models:

@@ -32,7 +32,6 @@ import torch
 
 from boltzkit.cli.energy import build_model, evaluate_model, make_negative_phase, save_density_plot
 from boltzkit.data.toy import TOY_BOX, sample_toy, toy_log_density
-from boltzkit.models.energy import MLPEnergy
 from boltzkit.sampling import ChainState
 from boltzkit.training import Trainer, TrainingConfig
 
@@ -213,7 +212,8 @@ def main() -> None:
                     samples = model.sample(2000, 500, g).numpy()
                     RESULTS.mkdir(exist_ok=True)
                     save_density_plot(RESULTS / f"energy_{toy}.png", model, x_np, samples,
-                                      lambda p: toy_log_density(toy, p), f"{toy}: PCD-10 MALA, {args.updates} updates")
+                                      lambda p, toy=toy: toy_log_density(toy, p),
+                                      f"{toy}: PCD-10 MALA, {args.updates} updates")
                     if thr_model is None:
                         thr_model = model
         if python:

@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import load_binarized_mnist, train_rbms, train_sklearn  # noqa: E402
-
-from exact_report import add_setting_arguments, report, score  # noqa: E402
 from boltzkit.models.rbm import RBM  # noqa: E402
 from boltzkit.training import fit  # noqa: E402
+from exact_report import add_setting_arguments, report, score  # noqa: E402
 
 
 def train_boltzkit(x_train: np.ndarray, n_hidden: int, epochs: int, batch_size: int, lr: float,

@@ -97,7 +97,8 @@ def run(data: RatingData, models: dict[str, Callable[[], Any]], folds: int, seed
             res["rmse"].append(rmse(pred, test.ratings))
             res["mae"].append(mae(pred, test.ratings))
             res["fit_seconds"].append(fit_s)
-            print(f"fold {f + 1}/{folds}  {name:<32} rmse {res['rmse'][-1]:.4f}  mae {res['mae'][-1]:.4f}", file=sys.stderr)
+            print(f"fold {f + 1}/{folds}  {name:<32} rmse {res['rmse'][-1]:.4f}  mae {res['mae'][-1]:.4f}",
+                  file=sys.stderr)
     for res in results.values():
         for key in ("rmse", "mae", "fit_seconds"):
             vals = np.asarray(res[key])

@@ -33,6 +33,7 @@ def report(rows: list[dict], out: str | None) -> None:
     """A markdown table of the rows, and the rows as JSON in ``out``."""
     print("\n| model | exact test LL (nats) | log Z | training s |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['test_log_likelihood']:.2f} | {r['log_partition']:.2f} | {r['train_seconds']:.0f} |")
+        print(f"| {r['model']} | {r['test_log_likelihood']:.2f} | {r['log_partition']:.2f} "
+              f"| {r['train_seconds']:.0f} |")
     if out:
         Path(out).write_text(json.dumps(rows, indent=2))

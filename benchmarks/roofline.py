@@ -8,7 +8,7 @@ the same work, measured in the same run.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -9,11 +9,17 @@ import pytest
 import torch
 
 from boltzkit import exact
-from boltzkit.evaluation.ais import (AISResult, ais, base_log_partition, base_visible_bias, default_betas,
-                          log_likelihood, reverse_ais)
 from boltzkit.errors import ConfigurationError
+from boltzkit.evaluation.ais import (
+    AISResult,
+    ais,
+    base_log_partition,
+    base_visible_bias,
+    default_betas,
+    log_likelihood,
+    reverse_ais,
+)
 from boltzkit.models.rbm import RBM
-
 from conftest import random_rbm
 
 

@@ -58,3 +58,22 @@ def test_save_and_load_are_where_users_look(tmp_path):
     assert torch.equal(load(tmp_path / "b").weight, rbm.weight)
     # state_dict names and checkpoint names: one documented mapping ('.' → '_')
     assert set(rbm.checkpoint_tensors()) == {k.replace(".", "_") for k, _ in rbm.named_parameters()}
+
+
+def test_conditionals_are_differentiable_and_the_one_call_helpers_are_detached():
+    """hidden_mean/visible_mean behave like a module's forward (gradients while the parameters
+    require them, none under no_grad); transform, reconstruct and draw hand back plain tensors."""
+    rbm = RBM(6, 3, seed=0)
+    v = (torch.rand(5, 6, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    h = rbm.hidden_mean(v)
+    assert h.grad_fn is not None and rbm.visible_mean(h).grad_fn is not None
+    h.sum().backward()                                                  # fine-tuning goes through it
+    torch.testing.assert_close(rbm.hidden.bias.grad, (h * (1 - h)).sum(0).detach())  # dσ(a)/dc = σ(1 − σ)
+    with torch.no_grad():
+        assert rbm.hidden_mean(v).grad_fn is None
+    np.testing.assert_array_equal(rbm.transform(v).numpy(), h.detach().numpy())
+    rbm.reconstruct(v.numpy()).numpy()
+    rbm.draw(3, burn_in=2).numpy()
+    for p in rbm.parameters():
+        p.requires_grad_(False)
+    assert rbm.hidden_mean(v).grad_fn is None                           # nothing asked for a gradient

@@ -10,7 +10,6 @@ import torch
 from boltzkit import checkpoint as io
 from boltzkit.errors import CheckpointError
 from boltzkit.models.rbm import RBM
-
 from conftest import random_rbm
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from boltzkit import checkpoint as io, exact
-from boltzkit import cli
+from boltzkit import checkpoint as io
+from boltzkit import cli, exact
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,8 @@ def test_softmax_visible_takes_integer_codes(tmp_path):
                      "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     assert load_file(str(out / "model.safetensors"))["weight"].shape == (15, 4)
     np.save(path, codes + 3)
-    assert cli.main(["train", "--data", str(path), "--visible", "softmax:3", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["train", "--data", str(path), "--visible", "softmax:3", "--quiet",
+                     "--out", str(tmp_path / "x")]) == 2
 
 
 def test_hidden_count_and_type_together(tmp_path, small_data):

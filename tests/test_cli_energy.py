@@ -66,7 +66,9 @@ def test_train_on_user_points_in_one_dimension(tmp_path, sampler, method):
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     cases = [
-        (["energy", "train", "--data", str(tmp_path / "missing.npy"), "--out", str(out)], "no such file"),
+        (["energy", "train", "--data", str(tmp_path / "missing.npy"), "--out", str(out)], "file not found"),
+        (["energy", "train", "--data", str(tmp_path), "--out", str(out)], "--data"),
+        (["energy", "train", "--data", "/dev/zero", "--out", str(out)], "not a regular file"),
         (["energy", "train", "--toy", "rings", "--lr", "-1", "--out", str(out)], "--lr"),
         (["energy", "train", "--toy", "rings", "--hidden", "0", "--out", str(out)], "--hidden"),
         (["energy", "train", "--toy", "rings", "--k", "0", "--out", str(out)], "--k"),

@@ -93,3 +93,52 @@ def test_divergence_exits_1_and_keeps_the_last_good_state(tmp_path):
                  "--optimizer", "sgd", "--lr", "1e30", "--out", str(out), "--quiet"]) == 1
     model = checkpoint.load(out)
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_conv_architecture_trains_and_evaluates(tmp_path, capsys):
+    data = images(tmp_path / "train.npy", n=60)
+    out = tmp_path / "conv"
+    assert main(["gan", "train", "--data", str(data), "--architecture", "conv", "--channels", "4", "--latent", "2",
+                 "--epochs", "1", "--m", "20", "--collapse-threshold", "0", "--out", str(out), "--quiet"]) == 0
+    model = checkpoint.load_checkpoint(out, kind=GAN).model
+    assert model.architecture == "conv" and model.channels == 4
+    assert json.loads((out / "config.json").read_text())["gan"]["architecture"] == "conv"
+    capsys.readouterr()
+    assert main(["gan", "evaluate", str(out), "--data", str(data), "--rows", "5", "--chains", "2", "--betas", "10",
+                 "--leapfrog", "2", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 5
+    odd = tmp_path / "odd.npy"
+    np.save(odd, np.zeros((10, 12), np.float32))
+    assert main(["gan", "train", "--data", str(odd), "--architecture", "conv", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("boltzkit: error:") and "multiple of 4" in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_mode_collapse_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """A threshold no generator can reach (the samples' spread above 10× the data's) reads as
+    collapse at the first epoch's end: exit 1, a message naming it, the initial state saved."""
+    data = images(tmp_path / "train.npy", n=40)
+    out = tmp_path / "run"
+    initial = GAN(64, 2, (8,), (8,), seed=0)
+    capsys.readouterr()
+    assert main(["gan", "train", "--data", str(data), "--epochs", "3", "--hidden", "8", "--latent", "2", "--m", "20",
+                 "--collapse-threshold", "10", "--out", str(out), "--quiet"]) == 1
+    assert "mode collapse" in capsys.readouterr().err
+    model = checkpoint.load(out)
+    for p, q in zip(model.parameters(), initial.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_gaussian_ais_chooses_sigma_on_validation_rows(tmp_path, capsys):
+    train = images(tmp_path / "grey.npy", n=60, binary=False)
+    valid = images(tmp_path / "valid.npy", n=10, seed=2, binary=False)
+    out = tmp_path / "run"
+    assert main(["gan", "train", "--data", str(train), "--output", "gaussian", "--epochs", "1", "--hidden", "8",
+                 "--latent", "2", "--m", "20", "--collapse-threshold", "0", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["gan", "evaluate", str(out), "--data", str(valid), "--valid", str(valid), "--rows", "4",
+                 "--chains", "2", "--betas", "10", "--leapfrog", "2", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    scores = result["sigma_validation"]
+    assert result["sigma"] == float(max(scores, key=scores.get)) and result["validation_rows"] == 4

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import scipy.io
+import torch
 
 from boltzkit import checkpoint
 from boltzkit.cli import main
-from boltzkit.models.sequence import RNN, LSTM
+from boltzkit.models.sequence import LSTM, RNN
 
 
 def write_mat(path, **splits):
@@ -117,7 +118,8 @@ def test_midi_directory_data(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sequence", "evaluate", str(out), "--data", str(folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == sum(p.shape[0] for p in pieces(3, 2))
-    assert main(["sequence", "train", "--data", str(folder), "--frames-per-beat", "0", "--out", str(tmp_path / "z")]) == 2
+    assert main(["sequence", "train", "--data", str(folder), "--frames-per-beat", "0",
+                 "--out", str(tmp_path / "z")]) == 2
     assert "frames_per_beat" in capsys.readouterr().err
 
 
@@ -158,7 +160,8 @@ def test_rbm_models_train_evaluate_generate(tmp_path, music, capsys, kind, extra
     assert rolls.shape == (2, 12, 88) and set(np.unique(rolls)) <= {0, 1}
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     from boltzkit.data.music import midi_to_piano_roll
-    assert np.array_equal(midi_to_piano_roll(tmp_path / "g-1.mid")[:12], rolls[0][:len(midi_to_piano_roll(tmp_path / "g-1.mid"))])
+    roll = midi_to_piano_roll(tmp_path / "g-1.mid")
+    assert np.array_equal(roll[:12], rolls[0][:len(roll)])
 
 
 def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
@@ -187,3 +190,37 @@ def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
     assert main(["sequence", "generate", str(tmp_path / "m")]) == 2
     assert "--midi" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("kind,extra", [("rnn", ["--hidden", "12"]),
+                                        ("rnn-rbm", ["--hidden", "6", "--recurrent", "8", "--k", "2",
+                                                     "--pretrain-epochs", "1"])])
+def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tmp_path, music, kind, extra):
+    """Every epoch's checkpoint carries the trainer's state; --resume continues it (settings from the
+    checkpoint, --epochs the new total) and ends exactly where the uninterrupted run ends, with the
+    whole history.  Validation and early stopping stay on (patience not reached)."""
+    def train(epochs, out, *more):
+        argv = ["sequence", "train", "--data", str(music), "--model", kind, "--epochs", str(epochs), "--lr", "0.02",
+                "--batch-size", "4", "--patience", "50", "--out", str(out), "--quiet", *more]
+        assert main(argv) == 0
+
+    train(4, tmp_path / "full", *extra)
+    train(2, tmp_path / "half", *extra)
+    train(4, tmp_path / "resumed", "--resume", str(tmp_path / "half"))   # no model options: from the checkpoint
+    full, resumed = checkpoint.load(tmp_path / "full"), checkpoint.load(tmp_path / "resumed")
+    assert type(full) is type(resumed)
+    for (name, a), b in zip(full.checkpoint_tensors().items(), resumed.checkpoint_tensors().values()):
+        assert torch.equal(a, b), name
+    half = checkpoint.load(tmp_path / "half")
+    assert not torch.equal(next(iter(half.checkpoint_tensors().values())),
+                           next(iter(full.checkpoint_tensors().values())))     # the second half did train
+    rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4
+
+
+def test_resume_without_training_state_exits_2_and_writes_nothing(tmp_path, music, capsys):
+    checkpoint.save(tmp_path / "bare", RNN(88, 4, output="sigmoid", loss="cross_entropy", task="next_step"))
+    assert main(["sequence", "train", "--data", str(music), "--resume", str(tmp_path / "bare"), "--out",
+                 str(tmp_path / "never"), "--quiet"]) == 2
+    assert "holds no training state" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

@@ -12,7 +12,7 @@ import torch
 from boltzkit import checkpoint, exact
 from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.evaluation import deep
-from boltzkit.models.dbm import DBM, Binomial
+from boltzkit.models.deep_boltzmann import DBM, Binomial
 from boltzkit.models.rbm import RBM
 from boltzkit.training import Callback, PersistentContrastiveDivergence, Trainer, TrainingConfig
 
@@ -251,6 +251,14 @@ def test_training_raises_the_bound_on_data():
     Trainer(dbm, TrainingConfig(epochs=30, batch_size=20, lr=0.05)).fit(data)
     after = float(deep.dbm_exact_log_likelihood(dbm, data).mean())
     assert after > before + 0.5
+
+
+def test_a_dbm_too_large_to_enumerate_trains_on_the_trainer():
+    """`boltzkit train --model dbm --hidden 500,1000` must train: h² of 30 units cannot be enumerated."""
+    data = binary(300, 8, seed=2, p=0.3)
+    dbm = DBM(8, [5, 30], seed=0)
+    Trainer(dbm, TrainingConfig(epochs=1, batch_size=10, lr=0.01)).fit(data, check_every=1)
+    assert all(bool(torch.isfinite(w).all()) for w in dbm.weights)
 
 
 # -- pre-training ---------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from boltzkit.cli import core
 from boltzkit.cli import deep as cli_deep
 from boltzkit.errors import BoltzkitError, ConfigurationError, DataError
 from boltzkit.evaluation import deep
-from boltzkit.models.dbm import DBM
 from boltzkit.models.dbn import DBN, DBNNet
+from boltzkit.models.deep_boltzmann import DBM
 from boltzkit.models.rbm import RBM
 from boltzkit.training import Trainer, TrainingConfig
 
@@ -190,7 +190,8 @@ def test_train_sample_evaluate_a_fine_tuned_dbn(tmp_path, capsys):
     np.savetxt(tmp_path / "y.txt", y, fmt="%d")
     out = tmp_path / "run"
     args = parse(["train", "--model", "dbn", "--hidden", "12,6", "--data", str(tmp_path / "x.npy"), "--labels",
-                  str(tmp_path / "y.txt"), "--epochs", "5", "--batch-size", "20", "--finetune-epochs", "25", "--finetune-lr", "0.5", "--out", str(out), "--quiet"])
+                  str(tmp_path / "y.txt"), "--epochs", "5", "--batch-size", "20", "--finetune-epochs", "25",
+                  "--finetune-lr", "0.5", "--out", str(out), "--quiet"])
     assert cli_deep.train_deep(args) == 0
     model, config, _ = checkpoint.load_checkpoint(out)
     assert isinstance(model, DBNNet) and model.dbn.sizes == [16, 12, 6] and config["train_error"] < 0.3
@@ -201,6 +202,23 @@ def test_train_sample_evaluate_a_fine_tuned_dbn(tmp_path, capsys):
     result = cli_deep.evaluate_deep(model, torch.from_numpy(x[:50]), "ais", chains=20, betas=200, seed=0)
     assert {"log_likelihood", "log_partition", "log_partition_interval", "method"} <= set(result)
     assert result["method"] == "ais" and np.isfinite(result["log_likelihood"])
+
+
+def test_labels_from_a_1d_npy_array(tmp_path):
+    """np.save(path, y) of integer labels is the natural label file; 2-D or fractional arrays are refused."""
+    y = np.array([0, 2, 1, 1, 0], np.int64)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "col.npy", y[:, None].astype(np.float32))
+    np.save(tmp_path / "two.npy", np.zeros((5, 2)))
+    np.save(tmp_path / "half.npy", np.full(5, 0.5))
+    assert np.array_equal(cli_deep.load_labels(str(tmp_path / "y.npy"), 5), y)
+    assert np.array_equal(cli_deep.load_labels(str(tmp_path / "col.npy"), 5), y)
+    with pytest.raises(DataError, match=r"shape \(5, 2\)"):
+        cli_deep.load_labels(str(tmp_path / "two.npy"), 5)
+    with pytest.raises(DataError, match="non-negative integers"):
+        cli_deep.load_labels(str(tmp_path / "half.npy"), 5)
+    with pytest.raises(DataError, match="5 labels for 4 data rows"):
+        cli_deep.load_labels(str(tmp_path / "y.npy"), 4)
 
 
 def test_train_deep_refuses_bad_input_before_writing(tmp_path):

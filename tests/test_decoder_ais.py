@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.evaluation.decoder_ais import (decoder_ais, decoder_reverse_ais, quadrature_log_likelihood,
-                                             sigmoid_betas)
-from boltzkit.evaluation.parzen import nearest_neighbour_distance, parzen_log_likelihood, select_sigma
+from boltzkit.evaluation.decoder_ais import (
+    decoder_ais,
+    decoder_reverse_ais,
+    quadrature_log_likelihood,
+    select_observation_sigma,
+    sigmoid_betas,
+)
+from boltzkit.evaluation.parzen import (
+    nearest_neighbour_distance,
+    parzen_log_likelihood,
+    parzen_log_likelihoods,
+    select_sigma,
+)
 from boltzkit.models.gan import GAN
 from boltzkit.training.threads import torch_threads
 
@@ -88,6 +98,25 @@ def test_reverse_ais_checks_the_posterior_samples():
         decoder_ais(gan, torch.zeros(3, 11, dtype=torch.float64), n_chains=2, betas=3)
 
 
+def test_observation_sigma_is_chosen_on_validation_rows():
+    """Rows simulated from the decoder with σ = 0.2: the exact (quadrature) log-likelihood and the
+    validation-AIS choice both prefer 0.2 of {0.05, 0.2, 0.8}; the choice is left on the model."""
+    gan = decoder(1, 6, output="gaussian", sigma=0.2)
+    _, x = gan.sample_observations(30, torch.Generator().manual_seed(4))
+    exact = []
+    for s in (0.05, 0.2, 0.8):
+        gan.sigma = s
+        exact.append(float(quadrature_log_likelihood(gan, x).mean()))
+    assert max(range(3), key=exact.__getitem__) == 1
+    gan.sigma = 0.05
+    best, scores = select_observation_sigma(gan, x, (0.05, 0.2, 0.8), n_chains=8, betas=100, n_leapfrog=5)
+    assert best == 0.2 and gan.sigma == 0.2
+    for s, e in zip(scores, exact):
+        assert s == pytest.approx(e, abs=0.5)      # AIS near the exact values (which lie ≥ 4.7 nats apart)
+    with pytest.raises(ConfigurationError, match="Gaussian"):
+        select_observation_sigma(decoder(1, 6), x)
+
+
 def test_parzen_matches_the_mixture_density():
     g = torch.Generator().manual_seed(0)
     samples, x = torch.rand(7, 3, generator=g, dtype=torch.float64), torch.rand(5, 3, generator=g, dtype=torch.float64)
@@ -97,6 +126,11 @@ def test_parzen_matches_the_mixture_density():
     torch.testing.assert_close(parzen_log_likelihood(samples, x, sigma, batch_rows=2), direct)
     best, scores = select_sigma(samples, x, [0.05, 0.3, 3.0])
     assert scores[[0.05, 0.3, 3.0].index(best)] == max(scores)
+    many = parzen_log_likelihoods(samples, x, [0.05, 0.3, 3.0], batch_rows=3)   # shared distances, every σ
+    for row, s in zip(many, [0.05, 0.3, 3.0]):
+        normal = torch.distributions.Normal(samples, s)
+        torch.testing.assert_close(row, torch.logsumexp(normal.log_prob(x[:, None, :]).sum(2), 1) - math.log(7))
+    torch.testing.assert_close(torch.tensor(scores, dtype=torch.float64), many.mean(1))
 
 
 def test_nearest_neighbour_distance_by_brute_force():

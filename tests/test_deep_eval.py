@@ -11,8 +11,8 @@ import torch
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
 from boltzkit.evaluation import deep
-from boltzkit.models.dbm import DBM
 from boltzkit.models.dbn import DBN, log_conditional
+from boltzkit.models.deep_boltzmann import DBM
 
 KEYS = {"log_likelihood", "log_partition", "log_partition_interval", "method"}
 

@@ -11,8 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from boltzkit.training.threads import torch_threads
-
 from boltzkit import checkpoint
 from boltzkit.errors import CheckpointError, ConfigurationError, DataError, DivergenceError
 from boltzkit.evaluation import quadrature
@@ -22,6 +20,7 @@ from boltzkit.sampling import ChainState
 from boltzkit.sampling.mcmc import HMC, MALA, Gibbs, GibbsWithGradients, Langevin, Metropolis
 from boltzkit.training import Callback, Trainer, TrainingConfig, make_estimator
 from boltzkit.training.replay import ReplayBuffer
+from boltzkit.training.threads import torch_threads
 
 DT = torch.float64
 

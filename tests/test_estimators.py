@@ -10,10 +10,13 @@ import torch
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
 from boltzkit.models.base import free_energy_gap, free_energy_gradient
-from boltzkit.training.gradient import (ContrastiveDivergence, PersistentContrastiveDivergence,
-                                        make_estimator, write_gradient)
 from boltzkit.models.rbm import RBM
-
+from boltzkit.training.gradient import (
+    ContrastiveDivergence,
+    PersistentContrastiveDivergence,
+    make_estimator,
+    write_gradient,
+)
 from conftest import random_rbm
 
 

@@ -10,7 +10,6 @@ import torch
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
 from boltzkit.models.rbm import RBM
-
 from conftest import random_rbm
 
 

@@ -40,12 +40,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_loaders import hang_alarm, mutated
 
 from boltzkit import checkpoint, cli
 from boltzkit.errors import CheckpointError
 from boltzkit.models.conditional import ConditionalRBM
 from boltzkit.models.rbm import RBM
+from test_fuzz_loaders import hang_alarm, mutated
 
 # CI replays a fixed set of examples (derandomize) so that a run is repeatable; locally each
 # run draws new ones, and `pytest -m slow` draws ten times as many.
@@ -115,7 +115,8 @@ def write_json(path: Path, config: dict) -> None:
 
 def rehash(directory: Path, role: str) -> None:
     """Make config.json's SHA-256 of ``role``'s file match its (damaged) bytes."""
-    name, key = {"model": ("model.safetensors", "sha256"), "state": ("training_state.safetensors", "state_sha256")}[role]
+    name, key = {"model": ("model.safetensors", "sha256"),
+                 "state": ("training_state.safetensors", "state_sha256")}[role]
     config = read_json(directory / "config.json")
     config[key] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
     write_json(directory / "config.json", config)

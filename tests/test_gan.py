@@ -19,13 +19,15 @@ def one_thread():
         yield
 
 
-def small_gan(seed: int = 0) -> GAN:
+def small_gan(seed: int = 0, architecture: str = "mlp") -> GAN:
+    if architecture == "conv":                    # 4×4 images: the smallest side the pair takes
+        return GAN(16, 3, seed=seed, dtype=torch.float64, architecture="conv", channels=2)
     return GAN(12, 3, (8,), (6,), seed=seed, dtype=torch.float64)
 
 
-def data(n: int = 24, seed: int = 0) -> torch.Tensor:
+def data(n: int = 24, seed: int = 0, width: int = 12) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 12, generator=g, dtype=torch.float64) < 0.3).double()
+    return (torch.rand(n, width, generator=g, dtype=torch.float64) < 0.3).double()
 
 
 def test_losses_match_the_value_function():
@@ -65,11 +67,12 @@ def _by_hand(gan: GAN, x: torch.Tensor, k: int, m: int, lr_g: float, lr_d: float
             p.sub_(lr_g * gr)
 
 
-@pytest.mark.parametrize("loss", ["minimax", "non-saturating"])
-def test_step_is_the_lecture_algorithm(loss):
+@pytest.mark.parametrize("loss,architecture", [("minimax", "mlp"), ("non-saturating", "mlp"),
+                                               ("non-saturating", "conv")])
+def test_step_is_the_lecture_algorithm(loss, architecture):
     k, m, lr_g, lr_d, seed = 3, 4, 0.5, 0.3, 7
-    x = data(k * m)
-    gan, reference = small_gan(), small_gan()
+    gan, reference = small_gan(architecture=architecture), small_gan(architecture=architecture)
+    x = data(k * m, width=gan.n_visible)
     config = TrainingConfig(epochs=1, batch_size=k * m, lr=lr_g, momentum=0.0, initial_momentum=0.0,
                             weight_decay=0.0, lr_schedule="constant", init_visible_bias=False, seed=seed)
     trainer = gan_trainer(gan, config, k=k, m=m, loss=loss,
@@ -79,7 +82,7 @@ def test_step_is_the_lecture_algorithm(loss):
     _by_hand(reference, x, k, m, lr_g, lr_d, seed, loss)
     for (name, p), q in zip(gan.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, msg=name)
-    moved = [not torch.equal(p, q) for p, q in zip(gan.parameters(), small_gan().parameters())]
+    moved = [not torch.equal(p, q) for p, q in zip(gan.parameters(), small_gan(architecture=architecture).parameters())]
     assert all(moved)          # both networks took their steps
     metrics = trainer.history[-1]
     assert 0 < metrics["d_real"] < 1 and 0 < metrics["d_fake"] < 1 and metrics["d_loss"] > 0
@@ -131,6 +134,30 @@ def test_checkpoint_round_trip_and_both_optimizers_in_the_training_state(tmp_pat
     resumed.fit(data())
     for p, q in zip(gan.parameters(), resumed_model.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_conv_pair_shapes_checkpoint_and_errors(tmp_path):
+    """The convolutional pair on 28×28 rows: G(z) is one probability per pixel, D one logit per
+    row, the observation model applies unchanged; the checkpoint rebuilds it bit for bit;
+    non-square or odd-sided images are refused in one line."""
+    gan = GAN(784, 5, seed=3, architecture="conv", channels=4)
+    z = gan.noise(6, torch.Generator().manual_seed(0))
+    g = gan.generate(z)
+    assert g.shape == (6, 784) and bool(((g > 0) & (g < 1)).all())
+    assert gan.discriminator_logit(g).shape == (6,)
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator_net)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in gan.discriminator)
+    x = (g > 0.5).float()
+    assert gan.log_likelihood_given(x, z).shape == (6,)
+    checkpoint.save(tmp_path / "conv", gan)
+    loaded = checkpoint.load(tmp_path / "conv")
+    assert loaded.config() == gan.config() and loaded.architecture == "conv"
+    torch.testing.assert_close(loaded.generate(z), g, rtol=0, atol=0)
+    for bad in (12, 36):                         # not square; side 6 not a multiple of 4
+        with pytest.raises(ConfigurationError, match="multiple of 4"):
+            GAN(bad, 2, architecture="conv")
+    with pytest.raises(ConfigurationError):
+        GAN(16, 2, architecture="resnet")
 
 
 def test_learns_two_patterns():

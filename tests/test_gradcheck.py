@@ -7,11 +7,16 @@ import torch
 
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError
-from boltzkit.training import (Centering, ContrastiveDivergence, Estimator,
-                                 PersistentContrastiveDivergence, make_estimator, write_gradient)
 from boltzkit.evaluation.gradient_quality import gradient_quality, plot_gradient_quality
 from boltzkit.models.rbm import RBM
-
+from boltzkit.training import (
+    Centering,
+    ContrastiveDivergence,
+    Estimator,
+    PersistentContrastiveDivergence,
+    make_estimator,
+    write_gradient,
+)
 from conftest import random_rbm
 
 

@@ -16,12 +16,20 @@ import math
 import pytest
 import torch
 
-from boltzkit.training.threads import torch_threads
-
 from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.sampling import ChainState
-from boltzkit.sampling.mcmc import (HMC, MALA, Gibbs, GibbsWithGradients, Langevin, Metropolis, autocorrelation_time,
-                                    batch_means, make_kernel)
+from boltzkit.sampling.mcmc import (
+    HMC,
+    MALA,
+    Gibbs,
+    GibbsWithGradients,
+    Langevin,
+    Metropolis,
+    autocorrelation_time,
+    batch_means,
+    make_kernel,
+)
+from boltzkit.training.threads import torch_threads
 
 Z = 5.0
 DT = torch.float64

@@ -9,7 +9,6 @@ from boltzkit.errors import ConfigurationError
 from boltzkit.evaluation.monitors import pseudo_log_likelihood, reconstruction_error
 from boltzkit.models.rbm import RBM
 from boltzkit.models.units import UNIT_TYPES
-
 from conftest import random_rbm
 
 

@@ -11,8 +11,14 @@ import pytest
 import scipy.io
 import torch
 
-from boltzkit.data.music import (check_piano_rolls, load_music, load_split, midi_to_piano_roll,
-                                 music_statistics, piano_roll_to_midi)
+from boltzkit.data.music import (
+    check_piano_rolls,
+    load_music,
+    load_split,
+    midi_to_piano_roll,
+    music_statistics,
+    piano_roll_to_midi,
+)
 from boltzkit.errors import DataError
 from boltzkit.models.sequence import RNN, SequenceBatches, evaluate_sequences, fit_sequences
 
@@ -64,6 +70,7 @@ def test_mat_round_trip(tmp_path):
 
 @pytest.mark.parametrize("bad,message", [
     (np.full((4, 88), 2, np.uint8), "not a binary piano roll"),
+    (np.full((4, 88), 0.5), r"binary piano roll \(value 0\.5; expected 0/1\)"),   # the value, not its repr
     (np.zeros((4, 87), np.uint8), "87 columns"),
     (np.zeros((0, 88), np.uint8), "empty"),
     (np.full((3, 88), np.nan), "NaN"),
@@ -145,7 +152,9 @@ def test_next_step_rnn_beats_the_marginal_baseline_on_jsb(shared_data):
     """A few epochs on 60 JSB chorales: the validation NLL beats independent notes with the
     training marginals (the output bias alone), and early stopping keeps the best epoch."""
     data = load_music(shared_data / "polyphonic-music" / "JSB_Chorales.mat")
-    to_source = (lambda rs: SequenceBatches([torch.from_numpy(r).float() for r in rs]))
+    def to_source(rs):
+        return SequenceBatches([torch.from_numpy(r).float() for r in rs])
+
     train, valid = to_source(data["train"][:60]), to_source(data["valid"][:20])
     marginal = RNN(88, 32, output="sigmoid")
     with torch.no_grad():

@@ -11,8 +11,7 @@ import pytest
 
 from boltzkit import plot
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.evaluation.gradient_quality import (gradient_quality_figure, gradient_quality_rows,
-                                                  plot_gradient_quality)
+from boltzkit.evaluation.gradient_quality import gradient_quality_figure, gradient_quality_rows, plot_gradient_quality
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,6 @@ import torch
 
 from boltzkit.errors import DataError
 from boltzkit.models.rbm import RBM
-
 from conftest import random_rbm
 
 

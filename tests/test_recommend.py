@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from boltzkit.sampling import ChainState
-
 from boltzkit.errors import CheckpointError, ConfigurationError
-from boltzkit.training.gradient import ContrastiveDivergence
-from boltzkit.recommend import BiasBaseline, GlobalMean, RatingData, rmse, split_ratings
-from boltzkit.recommend import CFRBM, ConditionalRBM
 from boltzkit.models.rbm import RBM
+from boltzkit.recommend import CFRBM, BiasBaseline, ConditionalRBM, GlobalMean, RatingData, rmse, split_ratings
+from boltzkit.sampling import ChainState
+from boltzkit.training.gradient import ContrastiveDivergence
 
 K = 5
 
@@ -244,7 +242,8 @@ def test_orientation_defaults_and_mean_field_negatives(split):
     # the mean-field negative phase returns masked softmax probabilities, not samples
     rbm = a.rbm_
     v, mask = a._one_hot(a.codes_[:3])
-    neg = ContrastiveDivergence(2, visible="mean").negative_phase(rbm, v, rbm.hidden_field(v), torch.Generator().manual_seed(0), mask).visible
+    neg = ContrastiveDivergence(2, visible="mean").negative_phase(rbm, v, rbm.hidden_field(v),
+                                                                  torch.Generator().manual_seed(0), mask).visible
     groups = neg.view(3, -1, a.n_levels_).sum(-1)
     rated = mask.view(3, -1, a.n_levels_)[..., 0]
     torch.testing.assert_close(groups, rated)

@@ -16,8 +16,16 @@ import torch
 
 from boltzkit import checkpoint
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.models.sequence import (RNN, SequenceBatches, SequenceStep, bptt_gradients, gradient_flow,
-                                      jacobian_norms, lag_contribution_matrices, plot_gradient_flow)
+from boltzkit.models.sequence import (
+    RNN,
+    SequenceBatches,
+    SequenceStep,
+    bptt_gradients,
+    gradient_flow,
+    jacobian_norms,
+    lag_contribution_matrices,
+    plot_gradient_flow,
+)
 from boltzkit.training import Batch, Trainer, TrainingConfig
 
 F64 = torch.float64
@@ -131,7 +139,8 @@ def test_bptt_step_gives_the_same_update_as_the_autograd_step():
     results = []
     for method in ("autograd", "bptt"):
         model = RNN(6, 5, output="sigmoid", seed=2, dtype=F64)
-        Trainer(model, TrainingConfig(epochs=1, batch_size=2, lr=0.5, seed=0), estimator=SequenceStep(method)).fit(source)
+        config = TrainingConfig(epochs=1, batch_size=2, lr=0.5, seed=0)
+        Trainer(model, config, estimator=SequenceStep(method)).fit(source)
         results.append({n: p.detach().clone() for n, p in model.named_parameters()})
     start = {n: p.detach() for n, p in RNN(6, 5, output="sigmoid", seed=2, dtype=F64).named_parameters()}
     for name in results[0]:
@@ -165,7 +174,7 @@ def test_jacobian_norms_match_autograd_of_the_unrolled_map():
         hs, _ = model.run(x, fused=False)
     h_all = torch.cat([torch.zeros(1, 1, 5, dtype=F64), hs], 1)
     for k, t in [(0, 3), (2, 7), (4, 5), (1, 6)]:
-        def unrolled(h):
+        def unrolled(h, k=k, t=t):
             h = h[None]
             for j in range(k + 1, t + 1):
                 h = model.step(x[:, j - 1], h)

@@ -7,8 +7,16 @@ import torch
 
 from boltzkit import checkpoint
 from boltzkit.evaluation import exact
-from boltzkit.models.sequence import (RNNRBM, RTRBM, RecurrentRBMStep, SequenceBatches, evaluate_recurrent_rbm,
-                                      exact_log_likelihood, fit_recurrent_rbm, log_partition_enumerated)
+from boltzkit.models.sequence import (
+    RNNRBM,
+    RTRBM,
+    RecurrentRBMStep,
+    SequenceBatches,
+    evaluate_recurrent_rbm,
+    exact_log_likelihood,
+    fit_recurrent_rbm,
+    log_partition_enumerated,
+)
 
 MODELS = {
     "rtrbm": lambda: RTRBM(4, 3, weight_scale=0.8, seed=1, dtype=torch.float64),
@@ -34,7 +42,7 @@ def reference_log_likelihood(model, x):
     for t in range(x.shape[1]):
         b_t, c_t = b + u @ model.W_uv, c + u @ model.W_uh
 
-        def neg_f(v):  # −F_t(v) for v (B, S, D)
+        def neg_f(v, b_t=b_t, c_t=c_t):  # −F_t(v) for v (B, S, D)
             return (v * b_t.unsqueeze(1)).sum(-1) + torch.nn.functional.softplus(
                 c_t.unsqueeze(1) + v @ W).sum(-1)
 
@@ -98,7 +106,8 @@ def test_step_gradient_equals_autograd_of_the_surrogate(name):
 @pytest.mark.parametrize("name", ["rtrbm", "rnn-rbm"])
 def test_cd_expectation_approaches_the_exact_gradient_as_k_grows(name):
     """Mean of R CD-k gradients vs −∇(1/N) Σ log p(v_t | v_<t) by autograd of the exact
-    enumeration (of the written-out equations, so a recurrence cut off from the gradient fails).  For large k the chain is mixed (4 units), so the mean must lie within 4.5
+    enumeration (of the written-out equations, so a recurrence cut off from the gradient fails).  For large k
+    the chain is mixed (4 units), so the mean must lie within 4.5
     standard errors of the exact gradient in every coordinate (R = 1000 → a false alarm over the
     ~60 coordinates has probability < 1e-3); CD-1 is visibly biased for these strong weights and the
     error shrinks with k."""
@@ -150,6 +159,27 @@ def test_evaluation_by_ais_brackets_the_exact_value():
     assert result["log_z"] == "ais"
     assert result["nll_low"] <= truth <= result["nll_high"]
     assert result["nll_per_step"] == pytest.approx(truth, abs=0.05)
+
+
+def test_ais_interval_is_finite_and_its_standard_error_matches_the_spread_over_seeds():
+    """With 3 chains and 5 β most frames have mean(w) − 3 se(w) ≤ 0: adding the per-frame intervals
+    gave a lower end of −inf.  The interval is NLL ± 3σ with σ² = Σ_t (se_t/mean_t)² / N² (independent
+    runs, delta method); σ must match the standard deviation of the NLL over 40 seeds.  That sample
+    deviation has relative standard error 1/√(2·39) ≈ 11 %, and the delta method is itself
+    approximate at 3 chains, so the ratio must lie in [0.6, 1.6] (the old summed half-widths were
+    ≈ √N ≈ 4.5 times too wide and fail this)."""
+    model = MODELS["rtrbm"]()
+    seqs = SequenceBatches([data(1, 10, s)[0] for s in range(2)])
+    runs = [evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=3, ais_betas=5, predict_steps=1, seed=s)
+            for s in range(40)]
+    nll = torch.tensor([r["nll_per_step"] for r in runs], dtype=torch.float64)
+    se = torch.tensor([r["nll_se"] for r in runs], dtype=torch.float64)
+    for r in runs:
+        assert r["nll_low"] == pytest.approx(r["nll_per_step"] - 3 * r["nll_se"])
+        assert r["nll_high"] == pytest.approx(r["nll_per_step"] + 3 * r["nll_se"])
+        assert torch.isfinite(torch.tensor([r["nll_low"], r["nll_high"]])).all()
+    ratio = float(se.mean() / nll.std())
+    assert 0.6 <= ratio <= 1.6, ratio
 
 
 @pytest.mark.parametrize("name", ["rtrbm", "rnn-rbm-lstm"])

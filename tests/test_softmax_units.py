@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError, DataError
-from boltzkit.models.base import free_energy_gradient
-from boltzkit.training.gradient import write_gradient
 from boltzkit.evaluation.exact import log_likelihood, log_likelihood_gradient, log_partition
+from boltzkit.models.base import free_energy_gradient
 from boltzkit.models.rbm import RBM
 from boltzkit.models.units import Softmax, make_units
-
+from boltzkit.training.gradient import write_gradient
 from conftest import random_rbm
 
 

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from boltzkit.errors import ConfigurationError
-from boltzkit.training.gradient import (FastPersistentContrastiveDivergence, ParallelTemperingEstimator,
-                                 PersistentContrastiveDivergence, make_estimator)
 from boltzkit.sampling import ParallelTempering, tempering_betas
-
+from boltzkit.training.gradient import (
+    FastPersistentContrastiveDivergence,
+    ParallelTemperingEstimator,
+    PersistentContrastiveDivergence,
+    make_estimator,
+)
 from conftest import random_rbm
 
 

@@ -7,8 +7,8 @@ import torch
 
 from boltzkit.errors import ConfigurationError
 from boltzkit.models.rbm import RBM
-from boltzkit.training.threads import SINGLE_THREAD_BELOW, threads_for_update, torch_threads
 from boltzkit.training import Callback, Trainer, TrainingConfig
+from boltzkit.training.threads import SINGLE_THREAD_BELOW, threads_for_update, torch_threads
 
 
 def test_torch_threads_sets_and_restores_even_on_error():

@@ -9,8 +9,8 @@ import torch
 
 from boltzkit import RBM, Trainer, TrainingConfig, exact, fit
 from boltzkit.errors import ConfigurationError, DivergenceError
-from boltzkit.training.gradient import make_estimator
 from boltzkit.training import Callback, EarlyStopping, MetricCallback
+from boltzkit.training.gradient import make_estimator
 
 
 def bars_and_stripes(n: int = 4) -> torch.Tensor:

@@ -15,11 +15,10 @@ from scipy.stats import norm
 from boltzkit import exact
 from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.models.base import free_energy_gap
-from boltzkit.training.gradient import ContrastiveDivergence, write_gradient
 from boltzkit.models.rbm import RBM
-from boltzkit.training import fit
 from boltzkit.models.units import Gaussian, ReLU, Spin, make_units
-
+from boltzkit.training import fit
+from boltzkit.training.gradient import ContrastiveDivergence, write_gradient
 from conftest import random_rbm
 
 D = torch.float64
@@ -361,8 +360,9 @@ def test_relu_samples_are_nonnegative_stochastic_and_have_the_noisy_mean():
     assert bool((x[:, 3] != x[0, 3]).any())  # noisy, not max(0, a)
     for i, ai in enumerate(a.tolist()):
         s = math.sqrt(1 / (1 + math.exp(-ai)))
-        first, _ = integrate.quad(lambda z: max(0.0, ai + s * z) * norm.pdf(z), -12, 12, points=[-ai / s])
-        second, _ = integrate.quad(lambda z: max(0.0, ai + s * z) ** 2 * norm.pdf(z), -12, 12, points=[-ai / s])
+        first, _ = integrate.quad(lambda z, ai=ai, s=s: max(0.0, ai + s * z) * norm.pdf(z), -12, 12, points=[-ai / s])
+        second, _ = integrate.quad(lambda z, ai=ai, s=s: max(0.0, ai + s * z) ** 2 * norm.pdf(z), -12, 12,
+                                   points=[-ai / s])
         se = math.sqrt(max(second - first ** 2, 1e-12) / x.shape[0])
         assert float(x[:, i].mean()) == pytest.approx(first, abs=5 * se + 1e-9)
     torch.testing.assert_close(units.mean(a), a.clamp(min=0))
@@ -372,7 +372,8 @@ def test_relu_hidden_rbm_trains_and_enumerates_visible():
     rbm = random_rbm(4, 3, hidden="relu", scale=0.3, seed=18)
     # exact enumeration of the (binary) visible layer uses the relu log-partition
     vs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=D)
-    assert exact.log_partition(rbm) == pytest.approx(float(torch.logsumexp(-rbm.free_energy(vs).detach(), 0)), abs=1e-10)
+    expected = float(torch.logsumexp(-rbm.free_energy(vs).detach(), 0))
+    assert exact.log_partition(rbm) == pytest.approx(expected, abs=1e-10)
     with pytest.raises(ConfigurationError):
         rbm.energy(vs[:2], torch.zeros(2, 3, dtype=D))
     data = torch.bernoulli(torch.full((60, 4), 0.3), generator=gen(19))

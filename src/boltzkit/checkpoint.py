@@ -34,6 +34,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from .errors import CheckpointError
+from .validation import is_integer
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -45,10 +46,10 @@ _CANONICAL = {"model": MODEL_FILE, "state": STATE_FILE}
 _DIGEST = {"model": "sha256", "state": "state_sha256"}
 
 #: config.json's "model" name → the class that reads it (``from_checkpoint``)
-REGISTRY: dict[str, type] = {}
+REGISTRY: dict[str, type[Any]] = {}
 
 
-def register(cls: type) -> type:
+def register(cls: type[Any]) -> type[Any]:
     """Class decorator: make :func:`load` rebuild ``cls`` from checkpoints of its kind."""
     REGISTRY[cls.checkpoint_kind] = cls
     return cls
@@ -210,7 +211,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{path} was not written by boltzkit (no '\"format\": \"{FORMAT}\"')")
     version = config.get("format_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_integer(version) or version < 1:
         raise CheckpointError(f"{path}: format_version must be a positive integer, got {_clip(repr(version))}")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}; this boltzkit reads up to {FORMAT_VERSION}")
@@ -279,7 +280,7 @@ def load_training_state(directory: str | Path, config: dict[str, Any] | None = N
     return load_tensors(directory, config, "state") if _DIGEST["state"] in config else {}
 
 
-def model_class(config: dict[str, Any], directory: str | Path = "") -> type:
+def model_class(config: dict[str, Any], directory: str | Path = "") -> type[Any]:
     """The registered class of config.json's ``"model"`` entry."""
     _ensure_registered()
     kind = config.get("model", "RBM")
@@ -290,7 +291,7 @@ def model_class(config: dict[str, Any], directory: str | Path = "") -> type:
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device | None = None, *,
-                    kind: type | tuple[type, ...] | None = None, training_state: bool = False) -> Checkpoint:
+                    kind: type[Any] | tuple[type[Any], ...] | None = None, training_state: bool = False) -> Checkpoint:
     """Load a checkpoint of any registered kind: (model, config, training-state tensors).
 
     Bit-for-bit what was saved.  ``kind`` refuses other model kinds with one line; the training
@@ -323,5 +324,6 @@ def load(directory: str | Path, device: str | torch.device | None = None) -> Any
 
 def _ensure_registered() -> None:
     """Import the modules that register the built-in kinds."""
-    from .models import conditional, dbm, dbn, energy, gan, rbm, sequence  # noqa: F401
+    from .models import conditional, dbn, deep_boltzmann, energy, gan, rbm, sequence  # noqa: F401
     from .recommend import model  # noqa: F401
+    from .evaluation import sample_quality  # noqa: F401

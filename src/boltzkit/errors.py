@@ -19,3 +19,7 @@ class ConfigurationError(BoltzkitError, ValueError):
 
 class DivergenceError(BoltzkitError, RuntimeError):
     """Training produced NaN/inf or exploding parameters; the last good state was kept."""
+
+
+class DistributedError(BoltzkitError, RuntimeError):
+    """A multi-process job stopped: another process died, raised, or a collective timed out."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -267,9 +268,9 @@ def describe_metric(name: str, description: str | None = None) -> tuple[str, str
     read from a ``valid_`` / ``val_`` / ``heldout_`` / ``test_`` / ``train_`` prefix; one
     that does not start with a preposition gets "on " in front)."""
     base, data = name, None
-    for prefix, where in DATA_PREFIXES.items():
+    for prefix, prefixed in DATA_PREFIXES.items():
         if name.startswith(prefix) and name[len(prefix):]:
-            base, data = name[len(prefix):], where
+            base, data = name[len(prefix):], prefixed
             break
     if base not in METRICS and base != name and name in METRICS:
         base, data = name, None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, Literal, overload
 
 from .errors import ConfigurationError
 
@@ -19,6 +20,12 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+@overload
+def check_int(name: str, value: Any, least: int | None = None, most: int | None = None,
+              optional: Literal[False] = False) -> int: ...
+@overload
+def check_int(name: str, value: Any, least: int | None = None, most: int | None = None,
+              optional: bool = False) -> int | None: ...
 def check_int(name: str, value: Any, least: int | None = None, most: int | None = None,
               optional: bool = False) -> int | None:
     """``value`` as an ``int`` in [least, most]; ``None`` passes when ``optional``."""
@@ -33,6 +40,12 @@ def check_int(name: str, value: Any, least: int | None = None, most: int | None 
     return int(value)
 
 
+@overload
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, optional: Literal[False] = False) -> float: ...
+@overload
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, optional: bool = False) -> float | None: ...
 def check_float(name: str, value: Any, low: float | None = None, high: float | None = None, *,
                 low_open: bool = False, high_open: bool = False, optional: bool = False) -> float | None:
     """``value`` as a finite ``float`` in the interval given (open ends where asked)."""

@@ -224,8 +224,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REFERENCE_FILE)
     args = parser.parse_args()
 
-    import boltzkit
     from safetensors.torch import save_file
+
+    import boltzkit
 
     tensors = all_tensors()
     # one metadata entry: safetensors writes several in hash-map order, which varies per run

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import BoltzkitError
 from .core import _check_positive, build_parser
@@ -43,6 +43,7 @@ def _log_to_stderr(quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --nproc, which starts the command again
     _log_to_stderr(bool(getattr(args, "quiet", False)))
     try:
         _check_positive(args)
@@ -50,3 +51,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BoltzkitError as e:
         print(f"boltzkit: error: {e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:  # a size no check foresaw: one line, not a traceback
+        if not _out_of_memory(e):
+            raise
+        print(f"boltzkit: error: out of memory ({_first_line(e) or type(e).__name__}); "
+              "use a smaller model, batch, number of chains or samples", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout closed early (`boltzkit … | head`)
+        _silence_stdout()
+        print("boltzkit: error: the output was closed before the command finished", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """NumPy's MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return (isinstance(error, MemoryError) or (oom is not None and isinstance(error, oom))
+            or "can't allocate memory" in str(error) or "out of memory" in str(error).lower())
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else ""
+    return line.split("DefaultCPUAllocator: ", 1)[-1]  # drop torch's "[enforce fail at …]" prefix
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises no second error."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        pass

@@ -21,12 +21,18 @@ from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceErr
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default (``(default: …)``) and keeps descriptions as written."""
+    """Shows every option's default (``(default: …)``; ``none`` for an unset value, ``off`` for
+    a switch) unless its help already names it; positionals and required options have none."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if ("%(default)" in text or "default" in text or action.default is argparse.SUPPRESS
+                or not action.option_strings or action.required):
             return text
+        if action.nargs == 0 and (action.default is None or action.default is False):
+            return text + " (default: off)"  # a switch (None: 'not given', for --resume checks)
+        if action.default is None:  # identity, not ==: a default of 0 or 0.0 is shown
+            return text + " (default: none)"
         return text + " (default: %(default)s)"
 
 

@@ -12,14 +12,17 @@ import importlib.util
 import io as _io
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__, checkpoint, data as datasets, plot
+from .. import __version__, checkpoint, plot
+from .. import data as datasets
 from ..errors import ConfigurationError, DataError
 from ..evaluation import ais, exact
 from ..evaluation import gradient_quality as gradcheck
@@ -27,8 +30,17 @@ from ..evaluation import monitors as monitor
 from ..models import RBM
 from ..models.units import make_units
 from ..sampling import ParallelTempering, tempering_betas
-from ..training import (Callback, EarlyStopping, LikelihoodGuard, MetricCallback, Trainer, TrainingConfig,
-                        independent_bernoulli_log_likelihood, make_estimator)
+from ..training import (
+    Callback,
+    EarlyStopping,
+    LikelihoodGuard,
+    MetricCallback,
+    Trainer,
+    TrainingConfig,
+    distributed,
+    independent_bernoulli_log_likelihood,
+    make_estimator,
+)
 from . import common
 from .common import HelpFormatter
 
@@ -55,6 +67,9 @@ TRAIN_DEFAULTS = {"batch_size": 100, "lr": 0.05, "momentum": TrainingConfig.mome
                   "lr_schedule": "linear", "replicas": 10, "sparsity_cost": TrainingConfig.sparsity_cost,
                   "sparsity_decay": TrainingConfig.sparsity_decay, "epochs": 20, "hidden": None,
                   "visible": "bernoulli", "dtype": "float32"}
+#: chains per random stream of ``evaluate --method ais`` and ``sample`` on several processes
+#: (``--chain-block``): the results then do not depend on the number of processes
+CHAIN_BLOCK = 10
 
 
 
@@ -122,7 +137,13 @@ def prepare_data(x: np.ndarray, visible: str, standardise: dict[str, list[float]
         codes = np.asarray(x)
         if not np.all((codes == np.round(codes)) & (codes >= 0) & (codes < k)):
             raise DataError(f"{name}: softmax:{k} data must be integer codes 0..{k - 1} (one column per variable)")
-        return np.eye(k, dtype=np.float32)[codes.astype(np.int64)].reshape(len(codes), -1), {}
+        # one-hot by index assignment: row i, block j gets a 1 at column j·K + code (no K × K table
+        # indexed into an (N, V, K) temporary)
+        rows, width = codes.shape[0], codes.shape[1] if codes.ndim > 1 else 1
+        onehot = np.zeros((rows, width * k), dtype=np.float32)
+        columns = np.arange(width, dtype=np.int64) * k + codes.reshape(rows, width).astype(np.int64)
+        onehot[np.arange(rows)[:, None], columns] = 1.0
+        return onehot, {}
     if kind == "gaussian":
         x64 = np.asarray(x, dtype=np.float64)
         if standardise is None:
@@ -196,19 +217,59 @@ def _metric_callbacks(rbm: RBM, monitored: dict[str, torch.Tensor], epochs: int,
 
 
 def _model_samples(rbm: RBM, n: int, steps: int, seed: int, mean: bool = True, method: str = "gibbs",
-                   replicas: int = 10) -> np.ndarray:
+                   replicas: int = 10, chain_block: int | None = None,
+                   par: distributed.DataParallel | None = None, progress: bool = False) -> np.ndarray:
     """Visible states after ``steps`` sweeps from random starts p(v | h = 0): binary samples, or
     with ``mean`` the probabilities E[v | h] of the last half-step.  ``method="pt"`` runs
-    parallel tempering (``replicas`` temperatures) and returns the β = 1 replicas."""
+    parallel tempering (``replicas`` temperatures) and returns the β = 1 replicas.
+
+    With ``chain_block`` the chains run in blocks with per-block seeds, dealt to the ranks of
+    ``par`` and gathered (:func:`boltzkit.training.distributed.run_blocks`): the same samples on
+    any number of processes.  ``progress`` shows a bar over the sweeps (on stderr, rank 0 only)."""
+    bars: list[Any] = []
+
+    def tick(sweeps: int) -> None:  # the bar appears once the chains exist (not before a failed allocation)
+        if not bars:
+            from tqdm.auto import tqdm
+
+            blocks = 1
+            if chain_block is not None:
+                rank, world = (par.rank, par.world) if par is not None else (0, 1)
+                blocks = len(range(rank, -(-n // chain_block), world))
+            bars.append(tqdm(total=steps * blocks, unit="sweep", dynamic_ncols=True, desc="sample"))
+        bars[0].update(sweeps)
+
+    shown = tick if progress and distributed.is_main() else None
+    try:
+        if chain_block is not None:
+            def block(start: int, stop: int, block_seed: int) -> torch.Tensor:
+                return torch.from_numpy(_sweeps(rbm, stop - start, steps, block_seed, mean, method, replicas, shown))
+
+            return distributed.run_blocks(n, chain_block, seed, block, par).numpy()
+        return _sweeps(rbm, n, steps, seed, mean, method, replicas, shown)
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _sweeps(rbm: RBM, n: int, steps: int, seed: int, mean: bool, method: str, replicas: int,
+            tick: Callable[[int], None] | None = None) -> np.ndarray:
+    """One stream of :func:`_model_samples`: ``n`` chains, ``steps`` sweeps, in chunks of about
+    1 % of the sweeps, each reported to ``tick`` (the same draws as one call: the chains carry no
+    state between sweeps but the visible layer)."""
     g = torch.Generator(rbm.weight.device).manual_seed(seed)
+    chunk = max(1, steps // 100) if tick is not None else steps
     with torch.no_grad():
-        start = rbm.visible.sample(rbm.visible.bias.expand(n, -1), g)
+        v = rbm.visible.sample(rbm.visible.bias.expand(n, -1), g)
+        pt = None
         if method == "pt":
             pt = ParallelTempering(tempering_betas(replicas), n)
-            pt.initialise(rbm, start, g)
-            v = pt.advance(rbm, start, steps, g).visible
-        else:
-            v = rbm.sample(start, steps, g)
+            pt.initialise(rbm, v, g)
+        for done in range(0, steps, chunk):
+            todo = min(chunk, steps - done)
+            v = pt.advance(rbm, v, todo, g).visible if pt is not None else rbm.sample(v, todo, g)
+            if tick is not None:
+                tick(todo)
         h = rbm.sample_hidden(v, g)
         out = rbm.visible_mean(h) if mean else rbm.sample_visible(h, g)
         return out.cpu().numpy()
@@ -228,7 +289,14 @@ class _SaveEachEpoch(Callback):
 
 
 def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
+    """The checkpoint with the training state.  On several processes every rank calls it: rank 0
+    gathers each rank's chains and RNG state and writes the one atomic checkpoint."""
     tensors, state = trainer.training_state()
+    if trainer.distributed is not None:
+        tensors = distributed.gather_state(trainer.distributed, tensors)
+        if tensors is None:
+            return
+        extra = {**extra, "processes": trainer.distributed.world}
     checkpoint.save(out, trainer.model, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
                     state=tensors)
 
@@ -254,7 +322,9 @@ def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_con
 
 
 def _new_config(args: argparse.Namespace) -> TrainingConfig:
-    value = (lambda name: TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name))
+    def value(name: str) -> Any:
+        return TRAIN_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+
     momentum = value("momentum")
     return TrainingConfig(epochs=args.epochs, batch_size=value("batch_size"), lr=value("lr"), momentum=momentum,
                           initial_momentum=momentum if args.initial_momentum is None else args.initial_momentum,
@@ -266,7 +336,52 @@ def _new_config(args: argparse.Namespace) -> TrainingConfig:
                           sparsity_decay=value("sparsity_decay"))
 
 
+def _memory_bytes(device: torch.device) -> int | None:
+    """Memory of ``device``: the CUDA card's, else this machine's physical memory (None if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_run_sizes(args: argparse.Namespace, config: TrainingConfig, rbm: RBM, rows: int) -> None:
+    """Before any data are prepared or trained on: a ``--batch-size`` the user typed takes at most
+    the training rows, and the persistent chains (n_chains × temperatures × (V + H) numbers) fit
+    in the device's memory."""
+    if args.batch_size is not None and config.batch_size > rows:
+        raise ConfigurationError(f"--batch-size {config.batch_size} is larger than the {rows:,} training rows "
+                                 f"(each update takes one batch); give at most {rows:,}")
+    if config.method == "cd":
+        return  # CD's chains start at the batch: no persistent chains
+    n_chains = config.n_chains or config.batch_size
+    temperatures = config.replicas if config.method == "pt" else 1
+    width = int(rbm.visible.spec().partition(":")[2]) if rbm.visible.kind == "softmax" else 1
+    need = n_chains * temperatures * (rbm.n_visible * width + rbm.n_hidden) * rbm.weight.element_size()
+    memory = _memory_bytes(rbm.weight.device)
+    if memory is not None and need > memory:
+        what = f"--chains {n_chains}" if config.n_chains else f"--batch-size {n_chains} (the default --chains)"
+        raise ConfigurationError(f"{what}: the persistent chains would need {need / 2 ** 30:,.1f} GiB, more than "
+                                 f"the {memory / 2 ** 30:,.1f} GiB of this {rbm.weight.device.type} device; "
+                                 f"use fewer chains")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    board = None
+    if getattr(args, "tensorboard", None) is not None:  # checked before any work
+        from ..training.tensorboard import TensorBoardLogger
+
+        if args.model != "rbm":
+            raise ConfigurationError("--tensorboard logs RBM training (--model rbm); not DBN/DBM training yet")
+        board = TensorBoardLogger(args.tensorboard)
+    launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
+    if (not args.resume and args.model in ("rbm", "dbm") and distributed.restart_count() > 0
+            and (Path(args.out) / checkpoint.CONFIG_FILE).is_file()):  # torchrun restarted the job
+        logger.warning("restart %d of the job: resuming from %s", distributed.restart_count(), args.out)
+        args.resume = args.out
     if args.model != "rbm":
         from .deep import train_deep
 
@@ -300,12 +415,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= holdout < x_raw.shape[0]:
         raise ConfigurationError(f"--holdout {holdout} must leave rows to train on (the data has {x_raw.shape[0]})")
     name = f"--data {args.data}" if args.data else EMBEDDED_NAME
-    x_np, data_info = prepare_data(x_raw, visible, resume_config.get("standardise") if args.resume else None, name)
-    if not args.resume:
+    if not args.resume:  # the model's size is checked (allocated) before the data are prepared
         dtype = torch.float64 if (args.dtype or "float32") == "float64" else torch.float32
-        n_visible = x_np.shape[1] // int(visible.partition(":")[2]) if visible.startswith("softmax") else x_np.shape[1]
+        n_visible = x_raw.shape[1] if x_raw.ndim > 1 else 1  # softmax:K: one column of codes per unit
         rbm = RBM(n_visible, n_hidden, visible=visible, hidden=hidden_type, seed=config.seed, dtype=dtype,
                   device=device)
+    _check_run_sizes(args, config, rbm, x_raw.shape[0] - holdout)
+    x_np, data_info = prepare_data(x_raw, visible, resume_config.get("standardise") if args.resume else None, name)
     x_all = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
     rbm.check_data(x_all, name)
     held_out = None
@@ -318,7 +434,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     descriptions = {"": f"first {min(MONITOR_ROWS, x.shape[0]):,} training rows"}
     if held_out is not None:
         monitored["heldout_"] = held_out
-        descriptions["heldout_"] = f"{holdout:,} held-out rows of {'the embedded digits' if args.data is None else name}"
+        source = "the embedded digits" if args.data is None else name
+        descriptions["heldout_"] = f"{holdout:,} held-out rows of {source}"
     if args.valid:
         valid_np, _ = prepare_data(load_data(args.valid, args.key, binarize, flag="--valid"), visible,
                                    data_info.get("standardise"), f"--valid {args.valid}")
@@ -338,10 +455,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     early = None
     if args.early_stopping is not None:
         if watched is None or final:
-            raise ConfigurationError("--early-stopping needs a monitored log-likelihood, measured during training: give "
-                                     "--monitor-every N (and --valid FILE)")
+            raise ConfigurationError("--early-stopping needs a monitored log-likelihood, measured during training: "
+                                     "give --monitor-every N (and --valid FILE)")
         early = EarlyStopping(watched, args.early_stopping, args.min_delta, verbose=False)
         callbacks.append(early)  # after the metrics, before the checkpoint
+    if board is not None and distributed.is_main():
+        callbacks.append(board)  # writes each epoch's metrics.csv row once the other callbacks filled it
     extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test",
              "holdout": holdout, "monitored_on": descriptions, **data_info}
     trainer = Trainer(rbm, config, callbacks=callbacks + [_SaveEachEpoch(out, extra, args.save_every)],
@@ -353,9 +472,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     if status == 0 and final:
         status = final_likelihood(trainer, monitored, floor, progress=not args.quiet)
+    if board is not None and distributed.is_main():
+        board.finish(trainer)  # the likelihood measured after training; a diverged run's last good epoch
     if early is not None and early.message:
         logger.warning(early.message)
     save_run(out, trainer, extra)
+    if not distributed.is_main():
+        return status
     checkpoint.write_metrics_csv(out / "metrics.csv", trainer.history)
     labels = {f"{p}{m}": d for p, d in descriptions.items()
               for m in ("log_likelihood", "ais_log_likelihood", "reconstruction_error")}
@@ -415,16 +538,24 @@ def _summary(trainer: Trainer, out: Path, seconds: float, descriptions: dict[str
 
 # -- sample ---------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
+    launched = distributed.launch(args, cmd_sample, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
+    par = distributed.DataParallel.current()
     png = common.output_file(args.png or Path(args.model) / "samples.png", "--png")
     npy = common.output_file(args.npy, "--npy") if args.npy else None
     rbm, config, _ = checkpoint.load_checkpoint(args.model, common.device(args.device), kind=_SAMPLED_KINDS())
     if not isinstance(rbm, RBM):
         from .deep import sample_deep
 
-        return sample_deep(rbm, config, args)
+        return sample_deep(rbm, config, args) if distributed.is_main() else 0  # deep models: one process
     mean = args.values == "probabilities"
-    samples = to_data_units(_model_samples(rbm, args.n, args.steps, args.seed, mean, args.method, args.replicas),
-                            config)
+    block = args.chain_block or (CHAIN_BLOCK if par is not None else None)
+    samples = _model_samples(rbm, args.n, args.steps, args.seed, mean, args.method, args.replicas, block, par,
+                             progress=not args.quiet)
+    if not distributed.is_main():
+        return 0
+    samples = to_data_units(samples, config)
     what = "E[v | h] (probabilities)" if mean else "binary samples"
     if rbm.visible.kind == "bernoulli":
         kind = "probabilities" if mean else "binary samples"
@@ -441,8 +572,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # -- evaluate -----------------------------------------------------------------------------------------------
 def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
-             betas: int = 14500, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Mean test log-likelihood (nats) with the method used, reconstruction error, PL."""
+             betas: int = 14500, seed: int = 0, progress: bool = False, chain_block: int | None = None,
+             par: distributed.DataParallel | None = None) -> dict[str, Any]:
+    """Mean test log-likelihood (nats) with the method used, reconstruction error, PL.
+
+    ``chain_block`` and ``par`` shard AIS over processes (:func:`boltzkit.evaluation.ais.ais`)."""
     if method == "auto":
         method = "exact" if exact.is_tractable(rbm) else "ais"
     result: dict[str, Any] = {"method": method, "n": int(x.shape[0])}
@@ -451,7 +585,8 @@ def evaluate(rbm: RBM, x: torch.Tensor, method: str = "auto", chains: int = 100,
         result.update(log_partition=log_z, log_likelihood=exact.log_likelihood(rbm, x, log_z))
     else:
         run = ais.ais if method == "ais" else ais.reverse_ais
-        estimate = run(rbm, x, n_chains=chains, betas=betas, seed=seed, progress=progress)
+        estimate = run(rbm, x, n_chains=chains, betas=betas, seed=seed, progress=progress, chain_block=chain_block,
+                       distributed=par)
         ll = ais.log_likelihood(rbm, x, estimate)
         result.update(log_partition=estimate.log_z,
                       log_partition_interval=[estimate.log_z_low, estimate.log_z_high],
@@ -471,8 +606,14 @@ def _SAMPLED_KINDS() -> tuple[type, ...]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    launched = distributed.launch(args, cmd_evaluate, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
+    par = distributed.DataParallel.current()
     rbm, config, _ = checkpoint.load_checkpoint(args.model, common.device(args.device), kind=_SAMPLED_KINDS())
     name = f"--data {args.data}" if args.data else EMBEDDED_NAME
+    if not isinstance(rbm, RBM) and not distributed.is_main():
+        return 0  # deep models are evaluated by one process
     if not isinstance(rbm, RBM):
         from .deep import evaluate_deep
 
@@ -485,7 +626,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            config.get("standardise"), name)
     x = torch.from_numpy(x_np).to(rbm.weight.device, rbm.weight.dtype)
     rbm.check_data(x, name)
-    result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed, progress=not args.quiet)
+    sharded = args.method in ("ais", "raise") or (args.method == "auto" and not exact.is_tractable(rbm))
+    if not sharded and not distributed.is_main():
+        return 0  # exact enumeration: one process
+    result = evaluate(rbm, x, args.method, args.chains, args.betas, args.seed, progress=not args.quiet,
+                      chain_block=args.chain_block or (CHAIN_BLOCK if par is not None and sharded else None),
+                      par=par)
+    if not distributed.is_main():
+        return 0
     result["data"] = args.data or "embedded:binarized_mnist_test"
     if "standardise" in config:
         # density of the data, not of the standardised data: log p(x) = log p(z) − Σ_i log σ_i
@@ -608,7 +756,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-delta", type=float, default=0.0, help="smallest improvement that counts (nats)")
     t.add_argument("--save-every", type=int, metavar="N",
                    help="also keep a checkpoint every N epochs in DIR/epoch-NNNN (default: only the latest)")
+    t.add_argument("--tensorboard", metavar="LOGDIR",
+                   help="also write the per-epoch metrics of metrics.csv as TensorBoard scalars to LOGDIR "
+                        "(needs: pip install 'boltzkit[tensorboard]'; default: off)")
     t.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    add_process_arguments(t)
     from .deep import add_train_arguments
 
     add_train_arguments(t)
@@ -627,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--png", metavar="FILE", help="picture to write (default: DIR/samples.png)")
     s.add_argument("--npy", metavar="FILE", help="also write the samples as a .npy array (default: off)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_process_arguments(s, blocks=True)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", formatter_class=HelpFormatter,
@@ -642,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the AIS chains")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_process_arguments(e, blocks=True)
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("gradcheck", formatter_class=HelpFormatter,
@@ -665,12 +820,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_process_arguments(p: argparse.ArgumentParser, blocks: bool = False) -> None:
+    """--nproc and --timeout (and --chain-block for the sharded chains of sample/evaluate)."""
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="run on N processes of this machine (gloo, one CPU thread each; under torchrun "
+                        "leave it out). Training: data parallel, each process takes 1/N of every batch")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help=f"on several processes: how long a process waits for the others before the job stops "
+                        f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
+    if blocks:
+        p.add_argument("--chain-block", type=int, metavar="M",
+                       help=f"run the chains in blocks of M, each with its own seed, so the result is the same "
+                            f"on any number of processes (default: one stream in one process, {CHAIN_BLOCK} on "
+                            f"several)")
+
+
 def _check_positive(args: argparse.Namespace) -> None:
     """Counts and rates checked once, before any command runs (flag names as typed)."""
     if getattr(args, "hidden", None) is not None:
         common.positive("--hidden", _layer_types(args.hidden)[0])
     for name in ("epochs", "batch_size", "k", "chains", "n", "steps", "monitor_chains", "monitor_betas",
-                 "early_stopping", "threads", "replicas", "save_every", "repeats", "rows", "betas"):
+                 "early_stopping", "threads", "replicas", "save_every", "repeats", "rows", "betas", "nproc",
+                 "chain_block"):
         value = getattr(args, name, None)
         common.positive(f"--{name.replace('_', '-')}", min(value) if isinstance(value, list) else value)
     for name in ("monitor_every", "holdout", "burn_in", "momentum_epochs"):
@@ -680,5 +851,8 @@ def _check_positive(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not math.isfinite(value):
             raise ConfigurationError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(f"--timeout must be a positive number of seconds, got {timeout}")
     if getattr(args, "lr", None) is not None and args.lr <= 0:
         raise ConfigurationError(f"--lr must be a positive number, got {args.lr}")

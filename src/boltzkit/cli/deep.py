@@ -29,10 +29,10 @@ from .. import checkpoint, plot
 from ..data import formats
 from ..errors import ConfigurationError, DataError, DivergenceError
 from ..evaluation import deep
-from ..models.dbm import DBM
 from ..models.dbn import DBN, DBNNet
+from ..models.deep_boltzmann import DBM
 from ..models.units import make_units
-from ..training import Trainer, TrainingConfig
+from ..training import Trainer, TrainingConfig, distributed
 from . import common
 from .core import _new_config, _SaveEachEpoch, load_data, parse_binarize, save_run
 
@@ -70,12 +70,21 @@ def parse_layer_sizes(values: list[str] | str | None, flag: str = "--hidden") ->
 
 
 def load_labels(path: str, rows: int, flag: str = "--labels") -> np.ndarray:
-    """Integer class labels, one per data row: an idx labels file, or a one-column table."""
+    """Integer class labels, one per data row: an idx labels file, a 1-D (or one-column) .npy
+    array, or a one-column table."""
     common.input_file(path, flag)
     raw = Path(path).read_bytes()
     try:
-        if formats._looks_like_idx(formats._gunzip(raw, Path(path))):
+        content = formats._gunzip(raw, Path(path))
+        if formats._looks_like_idx(content):
             y = np.asarray(formats.load_idx(path)).reshape(-1)
+        elif content.startswith(b"\x93NUMPY") and raw.startswith(b"\x93NUMPY"):
+            y = formats.load_npy(path)
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y.reshape(-1)
+            if y.ndim != 1 or y.dtype.kind not in "biuf":
+                raise DataError(f"holds an array of shape {y.shape} and dtype {y.dtype}; expected one number "
+                                "per data row")
         else:
             x, _ = formats.load_array(path)
             if x.shape[1] != 1:
@@ -175,7 +184,8 @@ def train_deep(args: argparse.Namespace) -> int:
             history[-1]["train_error"] = error
             extra.update(finetune=tune.to_dict(), labels=labels_path, train_error=error)
             model = net
-        checkpoint.save(out, model, extra=extra)
+        if distributed.is_main():
+            checkpoint.save(out, model, extra=extra)
         status = 0
     else:
         if resume:
@@ -215,6 +225,8 @@ def train_deep(args: argparse.Namespace) -> int:
             status = 1
         save_run(out, trainer, extra)
         history += [{"stage": "DBM", **row} for row in trainer.history]
+    if not distributed.is_main():  # on several processes rank 0 writes the files
+        return status
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
     base = model.dbn if isinstance(model, DBNNet) else model

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
+from ..data import formats
 from ..data.toy import TOY_BOX, TOYS, sample_toy, toy_log_density
 from ..errors import BoltzkitError, DataError
 from ..evaluation import quadrature
@@ -39,15 +40,10 @@ STEP_SIZES = {"langevin": 0.01, "mala": 0.05, "hmc": 0.1}
 GRID_POINTS = {1: 2001, 2: 301}
 
 
-def load_points(path: str) -> np.ndarray:
-    """A finite 2-D float array of points from a ``.npy`` file."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .npy file ({e})") from None
+def load_points(path: str, flag: str = "--data") -> np.ndarray:
+    """A finite 2-D float array of points from a ``.npy`` file, read by the checked loader
+    (regular files only, header claims checked against the bytes present, no pickle)."""
+    x = formats.load_npy(common.input_file(path, flag))
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
@@ -238,10 +234,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``energy train|evaluate`` on the core command line's subparsers."""
-    e = sub.add_parser("energy", help="energy-based models p(x) ∝ exp(−U(x)) with an MLP energy on points")
+    e = sub.add_parser("energy", help="energy-based models p(x) ∝ exp(−U(x)) with an MLP energy on points",
+                        formatter_class=common.HelpFormatter)
     esub = e.add_subparsers(dest="energy_command", required=True)
 
-    t = esub.add_parser("train", help="train an MLP energy on points by CD / PCD / replay buffer")
+    t = esub.add_parser("train", help="train an MLP energy on points by CD / PCD / replay buffer",
+                        formatter_class=common.HelpFormatter)
     source = t.add_mutually_exclusive_group(required=True)
     source.add_argument("--toy", choices=TOYS, help="a 2-D toy density (FFJORD's)")
     source.add_argument("--data", metavar="POINTS.npy", help="a .npy of points, one per row")
@@ -280,8 +278,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
     t.set_defaults(func=cmd_train)
 
-    v = esub.add_parser("evaluate", help="exact test log-likelihood (log Z by quadrature; 1-D or 2-D)")
-    v.add_argument("model", metavar="DIR")
+    v = esub.add_parser("evaluate", help="exact test log-likelihood (log Z by quadrature; 1-D or 2-D)",
+                        formatter_class=common.HelpFormatter)
+    v.add_argument("model", metavar="DIR", help="checkpoint directory written by 'energy train'")
     data = v.add_mutually_exclusive_group(required=True)
     data.add_argument("--data", metavar="POINTS.npy", help="test points, one per row")
     data.add_argument("--toy", choices=TOYS, help="fresh points of a toy density (reports its true log-likelihood too)")

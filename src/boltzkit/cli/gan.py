@@ -1,7 +1,8 @@
 """``boltzkit gan train | sample | evaluate``: the adversarial baseline, measured in nats.
 
-``train`` runs the lecture's algorithm (k discriminator steps on m noise samples and m data rows,
-then one generator step; :mod:`boltzkit.models.gan`) on the common trainer and writes a
+``train`` (``--architecture mlp|conv``) runs the lecture's algorithm (k discriminator steps on m
+noise samples and m data rows, then one generator step; :mod:`boltzkit.models.gan`) on the
+common trainer and writes a
 checkpoint (with both optimizers' state), ``metrics.csv``, ``curves.png`` (losses, D(x),
 D(G(z))) and ``samples.png``.  ``evaluate`` estimates the test log-likelihood of
 p(x) = ∫ p(z) p(x | G(z)) dz by AIS over z with HMC (``--method ais``, the headline, with an
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import checkpoint, data as datasets, plot
+from .. import checkpoint, plot
+from .. import data as datasets
 from ..errors import ConfigurationError, DataError
-from ..evaluation.decoder_ais import decoder_ais
+from ..evaluation.decoder_ais import DEFAULT_OBSERVATION_SIGMAS, decoder_ais, select_observation_sigma
 from ..evaluation.parzen import nearest_neighbour_distance, parzen_log_likelihood, select_sigma
 from ..models.gan import GAN, GENERATOR_LOSSES, OPTIMIZERS, ModeCollapseGuard, gan_trainer, make_optimizer
 from ..training import TrainingConfig
@@ -72,8 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     out = common.output_directory(args.out)
     x_np = _prepared(_load(args.data, args.key, args.binarize), args.output, _name(args.data))
+    check_int("--channels", args.channels, least=1)
     model = GAN(x_np.shape[1], args.latent, (args.gan_hidden,), (args.gan_hidden,), args.output, args.sigma,
-                seed=args.seed, device=device)
+                seed=args.seed, device=device, architecture=args.architecture, channels=args.channels)
     x = torch.from_numpy(x_np).to(device)
     model.check_data(x, _name(args.data))
     config = TrainingConfig(epochs=args.epochs, batch_size=args.k * args.m, lr=args.lr, momentum=0.0,
@@ -92,7 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     extra = {"data": _name(args.data), "n": int(x.shape[0]), "epochs_done": trainer.epoch,
              "training": config.to_dict(), "seconds": seconds,
-             "gan": {"k": args.k, "m": args.m, "loss": args.loss, "optimizer": args.optimizer, "lr": args.lr,
+             "gan": {"architecture": args.architecture, "k": args.k, "m": args.m,
+                      "loss": args.loss, "optimizer": args.optimizer, "lr": args.lr,
                      "d_lr": args.d_lr or args.lr}}
     tensors, state = trainer.training_state()
     checkpoint.save(out, model, extra={**extra, "training_state": state}, state=tensors)
@@ -151,6 +155,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         if args.method == "ais":
             x = torch.from_numpy(_rows(x_np, args.rows, args.seed)).to(p.device, p.dtype)
+            if args.valid and model.output == "gaussian":     # σ of N(G(z), σ²I) chosen on validation rows
+                valid_np = _prepared(_load(args.valid, args.key, args.binarize, "--valid"), model.output, args.valid)
+                if valid_np.shape[1] != model.n_visible:
+                    raise DataError(f"{args.valid} has {valid_np.shape[1]} columns but the GAN has "
+                                    f"{model.n_visible} pixels")
+                valid = torch.from_numpy(_rows(valid_np, min(args.rows or 100, 100), args.seed)).to(p.device, p.dtype)
+                sigma, scores = select_observation_sigma(model, valid, n_chains=args.chains, betas=args.betas,
+                                                         n_leapfrog=args.leapfrog, seed=args.seed + 1)
+                result.update({"sigma": sigma, "sigma_validation": dict(zip(map(str, DEFAULT_OBSERVATION_SIGMAS),
+                                                                            scores)),
+                               "validation_rows": int(valid.shape[0])})
             res = decoder_ais(model, x, n_chains=args.chains, betas=args.betas, n_leapfrog=args.leapfrog,
                               seed=args.seed, progress=not args.quiet)
             est = res.estimate()
@@ -207,8 +222,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="observation model p(x | G(z)): Bernoulli for 0/1 pixels, Gaussian for real values")
     t.add_argument("--sigma", type=float, default=0.1, help="σ of the Gaussian observation model")
     t.add_argument("--latent", type=int, default=10, help="latent dimension of z ~ N(0, I)")
+    t.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
+                   help="MLP pair, or a small convolutional pair for square images (side a multiple of 4)")
     t.add_argument("--hidden", type=int, default=256, dest="gan_hidden",
-                   help="hidden units of each network's one hidden layer")
+                   help="hidden units of each network's one hidden layer (--architecture mlp)")
+    t.add_argument("--channels", type=int, default=32,
+                   help="feature maps C of the convolutional pair (C and 2C; --architecture conv)")
     t.add_argument("--k", type=int, default=1, help="discriminator steps per generator step")
     t.add_argument("--m", type=int, default=100, help="minibatch size m (noise samples and data rows per step)")
     t.add_argument("--loss", choices=GENERATOR_LOSSES, default="minimax",
@@ -244,8 +263,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--betas", type=int, default=1000, help="AIS β values (sigmoidal schedule)")
     v.add_argument("--leapfrog", type=int, default=10, help="HMC leapfrog steps per transition")
     v.add_argument("--samples", type=int, default=10000, help="Parzen: generator samples in the window")
-    v.add_argument("--valid", metavar="FILE", help="Parzen: validation rows that choose σ "
-                                                   "(default: a random --valid-fraction of --data, not evaluated)")
+    v.add_argument("--valid", metavar="FILE", help="validation rows that choose σ: Parzen (default: a random "
+                                                   "--valid-fraction of --data, not evaluated), or, with --method ais "
+                                                   "and a Gaussian GAN, the observation σ (up to 100 rows; default: "
+                                                   "the σ the GAN was trained with)")
     v.add_argument("--valid-fraction", type=float, default=0.2, help="Parzen: share of --data held out to choose σ")
     v.add_argument("--seed", type=int, default=0, help="seed of the chains / samples and row choice (default 0)")
     v.add_argument("--json", action="store_true", help="one JSON object (log_likelihood, log_likelihood_interval, "

@@ -22,8 +22,18 @@ import torch
 
 from .. import checkpoint
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
-from ..recommend import (CASE_DEFAULTS, CFRBM, RatingData, align_ratings, load_ratings, mae, ranking_metrics, rmse,
-                         split_ratings, to_dense)
+from ..recommend import (
+    CASE_DEFAULTS,
+    CFRBM,
+    RatingData,
+    align_ratings,
+    load_ratings,
+    mae,
+    ranking_metrics,
+    rmse,
+    split_ratings,
+    to_dense,
+)
 from ..training.threads import torch_threads
 from . import common
 from .common import HelpFormatter
@@ -153,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     message = f"wrote {out}/ (model.safetensors, config.json, metrics.csv)"
     if test is not None:
         result = test_metrics(model, test)
-        checkpoint.atomic_write_text(out / "test_metrics.json", json.dumps(result, indent=2) + "\n")
+        checkpoint.atomic_write_text(out / "test_metrics.json", common.finite_json(result) + "\n")
         message += f"; test RMSE {result['rmse']:.4f}, MAE {result['mae']:.4f} on {result['n']} ratings"
         if args.test_fraction is not None:
             message += (f"; the split is saved as {SPLIT_FILES[0]} / {SPLIT_FILES[1]}: rerun with 'boltzkit "

@@ -15,7 +15,6 @@ line, before anything is written.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,13 +25,25 @@ import torch
 from .. import checkpoint, plot
 from ..data.music import N_NOTES, load_music, piano_roll_to_midi
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
-from ..models.sequence import (LSTM, RNN, RNNRBM, RTRBM, RecurrentRBM, SequenceBatches, SequenceModel,
-                               evaluate_recurrent_rbm, evaluate_sequences, fit_recurrent_rbm, fit_sequences,
-                               gradient_flow, plot_gradient_flow)
-from ..validation import check_int
-from .common import finite_json, output_file
+from ..models.sequence import (
+    LSTM,
+    RNN,
+    RNNRBM,
+    RTRBM,
+    RecurrentRBM,
+    SequenceBatches,
+    SequenceModel,
+    evaluate_recurrent_rbm,
+    evaluate_sequences,
+    fit_recurrent_rbm,
+    fit_sequences,
+    gradient_flow,
+    plot_gradient_flow,
+)
 from ..training import Callback
 from ..training.threads import torch_threads
+from ..validation import check_int
+from .common import HelpFormatter, finite_json, output_file
 
 
 def _splits(path: str, frames_per_beat: int) -> dict[str, list]:
@@ -79,18 +90,48 @@ def _check_rbm_options(args: argparse.Namespace) -> None:
         check_int(flag, getattr(args, name), least=least)
 
 
+def _save_run(out: Path, model: Any, extra: dict[str, Any], trainer: Any = None) -> None:
+    """The checkpoint, with the trainer's state (optimizer, RNG, history) for ``--resume`` when given."""
+    if trainer is None:
+        checkpoint.save(out, model, extra=extra)
+        return
+    tensors, state = trainer.training_state()
+    checkpoint.save(out, model, extra={**extra, "training_state": state}, state=tensors)
+
+
 class _SaveEachEpoch(Callback):
-    """The model after every epoch (a crash leaves the last finished epoch loadable)."""
+    """The model and training state after every epoch (a crash leaves the last finished epoch
+    loadable and resumable)."""
 
     def __init__(self, out: Path, extra: dict[str, Any]) -> None:
         self.out, self.extra = out, extra
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        checkpoint.save(self.out, trainer.model, extra={**self.extra, "epochs_done": epoch})
+        _save_run(self.out, trainer.model, {**self.extra, "epochs_done": epoch}, trainer)
+
+
+def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None:
+    """With ``--resume DIR``: its model and training state; the run's settings (all but ``--epochs``,
+    the new total) are copied into ``args``."""
+    if not args.resume:
+        return None
+    model, saved, tensors = checkpoint.load_checkpoint(args.resume, "cpu", kind=(SequenceModel, RecurrentRBM),
+                                                       training_state=True)
+    if "training_state" not in saved or not isinstance(saved.get("training"), dict):
+        raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
+    for key, value in saved["training"].items():
+        if key != "epochs" and hasattr(args, key):
+            setattr(args, key, value)
+    args.frames_per_beat = saved.get("frames_per_beat", 1)
+    args.split = saved.get("split", args.split)
+    args.model = ("rtrbm" if isinstance(model, RTRBM) else "rnn-rbm" if isinstance(model, RNNRBM)
+                  else "lstm" if isinstance(model, LSTM) else "rnn")
+    return model, (tensors, saved["training_state"])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = checkpoint.check_output_directory(args.out)
+    resume = _resume(args)
     frames = 1 if args.frames_per_beat is None else args.frames_per_beat
     splits = _splits(args.data, frames)
     train = _source(_pick(splits, args.split, args.data), f"{args.data} [{args.split}]")
@@ -101,11 +142,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif args.valid_split != "valid":
             raise DataError(f"{args.data} has no {args.valid_split!r} split (it has {', '.join(splits)})")
     if args.model in RBM_MODELS:
-        return _train_rbm(args, out, frames, splits, train, valid)
+        return _train_rbm(args, out, frames, splits, train, valid, resume)
     if args.recurrence != "rnn":
         raise BoltzkitError("--recurrence is an option of --model rnn-rbm")
     common = dict(output="sigmoid", loss="cross_entropy", task="next_step", seed=args.seed)
-    if args.model == "rnn":
+    if resume is not None:
+        model = resume[0]
+        model.check_source(train, f"{args.data} [{args.split}]")
+    elif args.model == "rnn":
         model: SequenceModel = RNN(N_NOTES, args.n_hidden, activation=args.activation, init=args.init, **common)
     else:
         if args.activation != "tanh" or args.init != "uniform":
@@ -122,11 +166,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 optimizer=args.optimizer, clip=args.clip, method=args.method,
                                 truncation=args.truncation, patience=args.patience if valid is not None else None,
                                 seed=args.seed, threads=args.threads, progress=not args.quiet,
-                                callbacks=[_SaveEachEpoch(out, extra)])
+                                callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
         history = trainer.history
     except DivergenceError as e:
         print(f"boltzkit: {e}", file=sys.stderr)
-        history, status = [], 1
+        history, status, trainer = [], 1, None
     result: dict[str, Any] = {}
     with torch_threads(args.threads):
         for split in ("valid", "test"):
@@ -134,11 +178,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 metrics = evaluate_sequences(model, _source(splits[split], split))
                 result[split] = {"nll_per_step": metrics["nll_per_step"],
                                  "frame_accuracy": metrics["frame_accuracy"], "frames": metrics["frames"]}
-    checkpoint.save(out, model, extra={**extra, "epochs_done": len(history), "result": result})
+    _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
         plot.save_curves(history, out / "curves.png")
-    checkpoint.atomic_write_text(out / "test_metrics.json", json.dumps(result, indent=2) + "\n")
+    checkpoint.atomic_write_text(out / "test_metrics.json", finite_json(result) + "\n")
     summary = "; ".join(f"{s}: NLL {r['nll_per_step']:.3f} nats/step, frame accuracy {r['frame_accuracy']:.3f}"
                         for s, r in result.items())
     print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
@@ -146,22 +190,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[str, list],
-               train: SequenceBatches, valid: SequenceBatches | None) -> int:
+               train: SequenceBatches, valid: SequenceBatches | None, resume: Any = None) -> int:
     """``sequence train --model rnn-rbm|rtrbm``: CD-k per step + BPTT (:func:`fit_recurrent_rbm`)."""
     _check_rbm_options(args)
     if args.activation != "tanh" or args.init != "uniform" or args.method != "autograd" or args.clip is not None \
             or args.truncation is not None:
         raise BoltzkitError("--activation, --init, --method, --clip and --truncation are options of --model rnn|lstm")
-    if args.model == "rtrbm":
+    if resume is not None:
+        model: RecurrentRBM = resume[0]
+        model.check_source(train, f"{args.data} [{args.split}]")
+    elif args.model == "rtrbm":
         if args.recurrence != "rnn":
             raise BoltzkitError("--recurrence is an option of --model rnn-rbm (the RTRBM's recurrence is its "
                                 "hidden means)")
-        model: RecurrentRBM = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
+        model = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
     else:
         model = RNNRBM(N_NOTES, args.n_hidden, args.n_recurrent, recurrence=args.recurrence, seed=args.seed)
     extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
-                                                        "pretrain_epochs", "recurrence", "seed")}}
+                                                        "pretrain_epochs", "recurrence", "seed", "validate_every",
+                                                        "valid_ais_chains", "valid_ais_betas")}}
     status = 0
     try:
         with torch_threads(args.threads):
@@ -171,17 +219,17 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
                                         pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
                                         ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
                                         seed=args.seed, threads=args.threads, progress=not args.quiet,
-                                        callbacks=[_SaveEachEpoch(out, extra)])
+                                        callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
         history = trainer.history
     except DivergenceError as e:
         print(f"boltzkit: {e}", file=sys.stderr)
-        history, status = [], 1
+        history, status, trainer = [], 1, None
     result: dict[str, Any] = {}
     with torch_threads(args.threads):
         for split in ("valid", "test"):
             if split in splits:
                 result[split] = _rbm_metrics(model, _source(splits[split], split), args)
-    checkpoint.save(out, model, extra={**extra, "epochs_done": len(history), "result": result})
+    _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
         plot.save_curves(history, out / "curves.png")
@@ -304,7 +352,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                                         f"sequence {args.index} ({roll.shape[0]} steps)")
     summary = flow.to_dict()
     if args.json:
-        print(json.dumps(summary))
+        print(finite_json(summary))  # an exploding network's norms are inf: null with a reason, never Infinity
     else:
         b = f"β_W = {flow.beta_w:.4g}, β_s = {flow.beta_s:g}; " if flow.beta_w is not None else ""
         print(f"wrote {png}; {b}mean ‖∂s_t/∂s_k‖₂ at lag 1: {summary['norm_mean_by_lag'][1]:.4g}, "
@@ -314,7 +362,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register ``boltzkit sequence …``."""
-    p = sub.add_parser("sequence", help="recurrent networks (RNN, LSTM) and RNN-RBM / RTRBM on piano rolls")
+    p = sub.add_parser("sequence", help="recurrent networks (RNN, LSTM) and RNN-RBM / RTRBM on piano rolls",
+                        formatter_class=HelpFormatter)
     seq = p.add_subparsers(dest="sequence_command", required=True)
 
     def data_options(q: argparse.ArgumentParser) -> None:
@@ -335,7 +384,7 @@ def add_parser(sub: Any) -> None:
                             "units, else AIS (default 20)")
 
     t = seq.add_parser("train", help="train a next-step RNN or LSTM with sigmoid outputs, or an RNN-RBM / RTRBM; "
-                                     "early stopping")
+                                     "early stopping", formatter_class=HelpFormatter)
     data_options(t)
     t.add_argument("--model", choices=("rnn", "lstm") + RBM_MODELS, default="rnn",
                    help="rnn, lstm (recurrent networks) or rnn-rbm, rtrbm (an RBM per frame) (default rnn)")
@@ -375,10 +424,14 @@ def add_parser(sub: Any) -> None:
                    help="truncated BPTT length (with --method bptt; default none: full)")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run saved in DIR (its model, optimizer, random state and settings) up to "
+                        "--epochs in total; early stopping starts a new patience window (default: a new run)")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
     t.set_defaults(func=cmd_train)
 
-    e = seq.add_parser("evaluate", help="NLL per time step and frame accuracy of a trained model")
+    e = seq.add_parser("evaluate", help="NLL per time step and frame accuracy of a trained model",
+                        formatter_class=HelpFormatter)
     e.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
     data_options(e)
     e.add_argument("--split", default="test", help="split to evaluate (default test)")
@@ -387,7 +440,8 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of AIS and the predicted frames (default 0)")
     e.set_defaults(func=cmd_evaluate)
 
-    g = seq.add_parser("generate", help="sample new pieces (Gibbs at each step given the past) as MIDI / PNG")
+    g = seq.add_parser("generate", help="sample new pieces (Gibbs at each step given the past) as MIDI / PNG",
+                        formatter_class=HelpFormatter)
     g.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
     g.add_argument("-n", type=int, default=1, help="pieces (default 1)")
     g.add_argument("--steps", type=int, default=64, help="frames per piece (default 64)")
@@ -400,7 +454,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     g.set_defaults(func=cmd_generate)
 
-    d = seq.add_parser("diagnose", help="plot ‖∂s_t/∂s_k‖₂ against the lag with the bound (β_W β_s)^(t−k)")
+    d = seq.add_parser("diagnose", help="plot ‖∂s_t/∂s_k‖₂ against the lag with the bound (β_W β_s)^(t−k)",
+                        formatter_class=HelpFormatter)
     d.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
     data_options(d)
     d.add_argument("--split", default="test", help="split to take the sequence from (default test)")

@@ -40,9 +40,10 @@ import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -191,7 +192,7 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
         raise DataError(f"{path}: truncated or corrupt gzip data ({_short(exc)})") from None
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def _short(exc: BaseException | str, limit: int = 160) -> str:
     """``exc`` as one short line for a message (parsers may echo whole headers)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -326,10 +327,16 @@ _MX_NAMES = {1: "cell array", 2: "struct", 3: "object", 4: "char array", 5: "spa
 
 
 class _MatVariable(NamedTuple):
-    """A top-level MATLAB variable: its array, or None with what it is when it is not numeric."""
+    """A top-level MATLAB variable: its array, or None with what it is when it is not numeric;
+    for a cell array, ``cells`` holds the cells' variables (an object array of the cell's shape)."""
 
     value: np.ndarray | None
     kind: str
+    cells: np.ndarray | None = None
+
+
+#: cell arrays inside cell arrays are read this deep (the piano-roll sets use one level)
+_MAX_CELL_DEPTH = 4
 
 
 def _mat5_elements(buf: memoryview, order: str, path: Path, pad: bool) -> Iterator[tuple[int, memoryview]]:
@@ -358,7 +365,7 @@ def _mat5_elements(buf: memoryview, order: str, path: Path, pad: bool) -> Iterat
         pos = end + ((-count) % 8 if pad else 0)
 
 
-def _mat5_matrix(data: memoryview, order: str, path: Path) -> tuple[str, _MatVariable]:
+def _mat5_matrix(data: memoryview, order: str, path: Path, depth: int = 0) -> tuple[str, _MatVariable]:
     """(name, variable) of one miMATRIX element: array flags, dimensions, name, real part.
 
     Only numeric classes are decoded (logical ones as bool); cells, structs, chars, sparse and
@@ -388,6 +395,8 @@ def _mat5_matrix(data: memoryview, order: str, path: Path) -> tuple[str, _MatVar
         name = bytes(name_raw).decode("ascii")
     except UnicodeDecodeError:
         raise DataError(f"{path}: corrupt MATLAB file (variable name is not ASCII)") from None
+    if mclass == 1 and depth < _MAX_CELL_DEPTH:
+        return name, _mat5_cells(parts, dims, name, order, path, depth)
     if mclass not in _MX_NUMERIC:
         return name, _MatVariable(None, _MX_NAMES.get(mclass, f"MATLAB class {mclass}"))
     if flags_class >> 11 & 1:
@@ -405,6 +414,24 @@ def _mat5_matrix(data: memoryview, order: str, path: Path) -> tuple[str, _MatVar
     values = np.frombuffer(real, dtype=dtype, count=count).astype(dtype.newbyteorder("="))
     values = values.reshape(dims, order="F")
     return name, _MatVariable(values.astype(bool) if flags_class >> 9 & 1 else values, "numeric matrix")
+
+
+def _mat5_cells(parts: Iterator[tuple[int, memoryview]], dims: tuple[int, ...], name: str, order: str,
+                path: Path, depth: int) -> _MatVariable:
+    """A cell array: after its name, one miMATRIX element per cell in column-major order, each
+    read (and checked) like a top-level matrix; their number must match the dimensions."""
+    cells: list[_MatVariable] = []
+    for kind, body in parts:
+        if kind != _MI_MATRIX:
+            raise DataError(f"{path}: corrupt MATLAB file (cell {len(cells)} of {name!r} has element type {kind})")
+        cells.append(_mat5_matrix(body, order, path, depth + 1)[1])
+    if len(cells) != math.prod(dims):
+        raise DataError(f"{path}: corrupt MATLAB file (cell array {name!r} of dimensions {dims} holds "
+                        f"{len(cells)} cells)")
+    grid = np.empty(len(cells), dtype=object)
+    for i, cell in enumerate(cells):  # one by one: numpy would unpack the tuples
+        grid[i] = cell
+    return _MatVariable(None, _MX_NAMES[1], grid.reshape(dims, order="F"))
 
 
 def _inflate(data: memoryview, budget: int, path: Path) -> bytes:
@@ -503,6 +530,23 @@ def _mat_value(variables: dict[str, _MatVariable], key: str | None, path: Path) 
         raise DataError(f"{path}: variable {name!r} is a MATLAB {variable.kind}, expected numbers "
                         f"(a numeric matrix; a MATLAB cell array or struct is not read)")
     return variable.value
+
+
+def load_mat_variables(path: PathType) -> dict[str, Any]:
+    """The user variables of a MATLAB file, read by the checked reader: each a numeric array,
+    an object array of the same for a cell array (cells of cells likewise), or None for
+    anything else (structs, chars, sparse, complex)."""
+    p, raw = _read_bytes(path)
+
+    def value(variable: _MatVariable) -> Any:
+        if variable.cells is None:
+            return variable.value
+        out = np.empty(variable.cells.shape, dtype=object)
+        for index in np.ndindex(variable.cells.shape):
+            out[index] = value(variable.cells[index])  # type: ignore[arg-type]  # object array
+        return out
+
+    return {k: value(v) for k, v in _mat_arrays(raw, p).items()}
 
 
 def load_mat(path: PathType, key: str | None = None) -> np.ndarray:

@@ -12,11 +12,14 @@
   A note sounds in frame n when it is on during any part of [n, n+1)·(1 / frames_per_beat) beats.
 
 Every bad input raises :class:`~boltzkit.errors.DataError` with one line: a file that is not
-there, values other than 0/1, a width other than 88, an empty piece, NaN.
+there or not a regular file, values other than 0/1, a width other than 88, an empty piece, NaN,
+a MIDI piece of more than :data:`MAX_FRAMES` frames.  Files are read whole and parsed from
+memory; ``.mat`` files go through the checked MATLAB reader of :mod:`boltzkit.data.formats`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from os import PathLike
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..validation import check_int
+from .formats import load_mat_variables, read_regular_file
 
 logger = logging.getLogger("boltzkit")
 
@@ -36,6 +40,9 @@ LOWEST_NOTE = 21
 SPLITS = ("train", "valid", "test")
 _MAT_KEYS = {"traindata": "train", "validdata": "valid", "testdata": "test"}
 MIDI_SUFFIXES = (".mid", ".midi")
+#: longest MIDI piece read, in frames (17.6 MB as a piano roll; 27 hours at 1 frame per beat and
+#: 120 bpm): a few damaged bytes can claim 2^28 ticks, which would be a 22 GiB roll
+MAX_FRAMES = 200_000
 
 PathType = str | PathLike[str]
 
@@ -60,27 +67,28 @@ def check_piano_rolls(rolls: list[Any], name: str = "data") -> list[np.ndarray]:
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise DataError(f"{name}: sequence {i} contains NaN or inf")
         if not np.isin(a, (0, 1)).all():
-            bad = a[~np.isin(a, (0, 1))].flat[0]
-            raise DataError(f"{name}: sequence {i} is not a binary piano roll (value {bad!r}; expected 0/1)")
+            bad = a[~np.isin(a, (0, 1))].flat[0].item()
+            raise DataError(f"{name}: sequence {i} is not a binary piano roll (value {bad:g}; expected 0/1)")
         out.append(a.astype(np.uint8))
     return out
 
 
 def _load_mat(path: Path) -> dict[str, list[np.ndarray]]:
-    import scipy.io
-
-    try:
-        contents = scipy.io.loadmat(str(path))
-    except Exception as exc:  # the parser raises many types on corrupt input
-        raise DataError(f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})") from None
-    found = {split: contents[key] for key, split in _MAT_KEYS.items() if key in contents}
+    # the checked reader of boltzkit.data.formats (sizes, codes and inflated bytes bounded), not
+    # scipy's, whose C reader trusts the file's type codes
+    contents = load_mat_variables(path)
+    found = {key: split for key, split in _MAT_KEYS.items() if key in contents}
     if not found:
-        names = sorted(k for k in contents if not k.startswith("__"))
-        raise DataError(f"{path}: no traindata/validdata/testdata variables (found {names})")
+        raise DataError(f"{path}: no traindata/validdata/testdata variables (found {sorted(contents)})")
     out = {}
-    for split, cell in found.items():
-        cell = np.asarray(cell)
+    for key, split in found.items():
+        cell = contents[key]
+        if cell is None:
+            raise DataError(f"{path}: {key} is neither a numeric matrix nor a cell array of them")
         items = list(cell.ravel()) if cell.dtype == object else [cell]
+        for i, item in enumerate(items):
+            if not isinstance(item, np.ndarray) or item.dtype == object:
+                raise DataError(f"{path} [{split}]: sequence {i} is not a numeric matrix")
         out[split] = check_piano_rolls(items, f"{path} [{split}]")
     return out
 
@@ -101,9 +109,11 @@ def _notes_to_roll(steps: list[list[int]], name: str) -> np.ndarray:
 
 def _load_json(path: Path) -> dict[str, list[np.ndarray]]:
     try:
-        contents = json.loads(path.read_text("utf-8"))
+        contents = json.loads(read_regular_file(path, "JSON file")[1].decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply (a piano roll is three levels)") from None
     if not isinstance(contents, dict) or not any(s in contents for s in SPLITS):
         raise DataError(f"{path}: expected an object with 'train', 'valid' and/or 'test' lists of note lists")
     out = {}
@@ -134,17 +144,21 @@ def midi_to_piano_roll(path: PathType, frames_per_beat: int = 1) -> np.ndarray:
     (all tracks and channels merged; notes outside the piano range are dropped)."""
     check_int("frames_per_beat", frames_per_beat, least=1)
     mido = _mido()
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    # read here (regular files only) and parsed from memory: mido reading the file itself would
+    # allocate whatever chunk length a damaged header claims (up to 4 GiB) before reading it
+    path, raw = read_regular_file(path, "MIDI file")
     try:
-        midi = mido.MidiFile(str(path))
+        midi = mido.MidiFile(file=io.BytesIO(raw))
     except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
         raise DataError(f"{path}: not a readable MIDI file ({exc})") from None
     if midi.type == 2:
         raise DataError(f"{path}: MIDI type 2 (independent tracks) is not supported")
+    if not 1 <= midi.ticks_per_beat < 0x8000:
+        raise DataError(f"{path}: time division {midi.ticks_per_beat} is not 1..32767 ticks per beat "
+                        f"(SMPTE timing is not supported)")
     ticks_per_frame = midi.ticks_per_beat / frames_per_beat
-    tick, on, notes, dropped = 0, {}, [], 0
+    on: dict[Any, Any] = {}
+    tick, notes, dropped = 0, [], 0
     for message in mido.merge_tracks(midi.tracks):
         tick += message.time
         if message.type not in ("note_on", "note_off"):
@@ -158,6 +172,9 @@ def midi_to_piano_roll(path: PathType, frames_per_beat: int = 1) -> np.ndarray:
     if not notes:
         raise DataError(f"{path}: holds no notes")
     frames = int(np.ceil(max(end for _, _, end in notes) / ticks_per_frame))
+    if frames > MAX_FRAMES:
+        raise DataError(f"{path}: the notes span {frames:,} frames at {frames_per_beat} per beat, more than "
+                        f"{MAX_FRAMES:,} (a damaged delta time?)")
     roll = np.zeros((max(frames, 1), N_NOTES), dtype=np.uint8)
     for note, start, end in notes:
         j = note - LOWEST_NOTE

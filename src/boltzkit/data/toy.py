@@ -108,8 +108,10 @@ def _pinwheel_density(x: np.ndarray, nodes: int = 512) -> np.ndarray:
     for c in range(_PIN_CLASSES):
         theta = 2 * math.pi * c / _PIN_CLASSES
 
-        def h(p: np.ndarray, rho: np.ndarray, alpha: np.ndarray) -> np.ndarray:  # ≡ 0 (mod 2π) at preimages
-            return p - theta - _PIN_RATE * np.exp(rho * np.cos(p)) - alpha
+        def h(p: np.ndarray, rho: np.ndarray, alpha: np.ndarray, theta: float = theta) -> np.ndarray:
+            # ≡ 0 (mod 2π) at preimages
+            value: np.ndarray = p - theta - _PIN_RATE * np.exp(rho * np.cos(p)) - alpha
+            return value
 
         for s in range(0, len(x), 4096):
             r_, a_ = rho[s:s + 4096, None], alpha[s:s + 4096, None]
@@ -140,21 +142,25 @@ def toy_log_density(name: str, x: np.ndarray) -> np.ndarray:
     if name == "8gaussians":
         sd = 0.5 / _SQ2
         d2 = ((x[:, None, :] - _eight_centres()[None]) ** 2).sum(-1)
-        return special.logsumexp(-d2 / (2 * sd * sd), axis=1) - math.log(8 * 2 * math.pi * sd * sd)
+        gaussians: np.ndarray = special.logsumexp(-d2 / (2 * sd * sd), axis=1) - math.log(8 * 2 * math.pi * sd * sd)
+        return gaussians
     if name == "moons":
         outer = _arc_log_density(x, (-1.0, -0.2), 1.0)
         inner = _arc_log_density(x, (1.0, 0.8), -1.0)
-        return np.logaddexp(outer, inner) - math.log(2)
+        moons: np.ndarray = np.logaddexp(outer, inner) - math.log(2)
+        return moons
     if name == "rings":
         rho = np.hypot(x[:, 0], x[:, 1])
         s2 = _RING_SIGMA ** 2
         logs = [-(rho - r) ** 2 / (2 * s2) + np.log(special.i0e(rho * r / s2)) - math.log(2 * math.pi * s2)
                 for r in _RING_RADII]
-        return special.logsumexp(np.stack(logs, 1), axis=1) - math.log(4)
+        rings: np.ndarray = special.logsumexp(np.stack(logs, 1), axis=1) - math.log(4)
+        return rings
     if name == "checkerboard":
         inside = np.all((x >= -4) & (x < 4), axis=1)
         black = (np.floor(x[:, 0] / 2) + np.floor(x[:, 1] / 2)) % 2 == 0
         with np.errstate(divide="ignore"):
             return np.where(inside & black, -math.log(32), -np.inf)
     with np.errstate(divide="ignore"):
-        return np.log(_pinwheel_density(x))
+        pinwheel: np.ndarray = np.log(_pinwheel_density(x))
+    return pinwheel

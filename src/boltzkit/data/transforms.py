@@ -59,7 +59,8 @@ def scale_to_unit(x: Any) -> np.ndarray:
     if lo >= 0.0 and hi <= 1.0:
         return out
     if lo >= 0.0 and hi <= 255.0 and np.all(out == np.round(out)):
-        return out / out.dtype.type(255.0)
+        scaled: np.ndarray = out / out.dtype.type(255.0)
+        return scaled
     raise DataError(
         f"data: cannot infer the scale of values in [{lo:g}, {hi:g}]; scale_to_unit only divides "
         f"integer data in 0..255 by 255; rescale it yourself (e.g. x / x.max())"

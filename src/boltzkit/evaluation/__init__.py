@@ -3,4 +3,5 @@
 from . import ais, deep, exact, quadrature
 from .monitors import AISLikelihood, ExactLikelihood, pseudo_log_likelihood, reconstruction_error
 
-__all__ = ["ais", "deep", "exact", "quadrature", "AISLikelihood", "ExactLikelihood", "pseudo_log_likelihood", "reconstruction_error"]
+__all__ = ["ais", "deep", "exact", "quadrature", "AISLikelihood", "ExactLikelihood", "pseudo_log_likelihood",
+           "reconstruction_error"]

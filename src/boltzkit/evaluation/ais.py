@@ -33,6 +33,13 @@ Example
 >>> result = ais(rbm, data=train, n_chains=100, seed=0)            # doctest: +SKIP
 >>> result.log_z, result.log_z_low, result.log_z_high               # doctest: +SKIP
 >>> log_likelihood(rbm, test, result)                               # doctest: +SKIP
+
+Sharding: with ``chain_block=M`` the chains run in blocks of M, block b with its own generator
+seeded by :func:`~boltzkit.training.distributed.block_seed` (seed, b), so the log-weights depend
+on (seed, M) only; with ``distributed`` (a :class:`~boltzkit.training.distributed.DataParallel`)
+the blocks are dealt to the ranks and the weights gathered, giving the same log Z, interval and
+ESS as one process running every block.  Without ``chain_block`` all chains share one stream
+(the single-process default, unchanged).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..models.rbm import RBM
 from ..training.batches import as_tensor
+from ..training.distributed import DataParallel, run_blocks
 from ..validation import check_int
 
 #: number of β values of the default schedule (Salakhutdinov & Murray 2008)
@@ -148,7 +156,7 @@ def check_model(rbm: RBM) -> None:
             f"{rbm.hidden.kind} hidden units are not supported")
 
 
-def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0.01) -> Tensor:
+def base_visible_bias(rbm: RBM, data: Tensor | np.ndarray | None = None, smoothing: float = 0.01) -> Tensor:
     """Visible biases b_A of the base model, shape ``(visible.dim,)``, in the model's dtype.
 
     With ``data``, the layer's own :meth:`~boltzkit.units.Units.init_from_data` applied to
@@ -161,6 +169,7 @@ def base_visible_bias(rbm: RBM, data: Tensor | None = None, smoothing: float = 0
         return torch.zeros_like(bias)
     if not 0.0 < smoothing <= 1.0:
         raise ConfigurationError(f"smoothing must be in (0, 1], got {smoothing}")
+    data = as_tensor(data)  # NumPy arrays as everywhere else (forward AIS's data, reverse AIS's base_data)
     rbm.check_data(data)
     with torch.no_grad():
         data = data.to(bias.device, bias.dtype)
@@ -258,9 +267,13 @@ def _summary(log_w: Tensor) -> tuple[float, float, float, float]:
 
 def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: float,
            n_chains: int, seed: int | None,
-           generator: torch.Generator | None) -> tuple[Tensor, torch.Generator | None]:
+           generator: torch.Generator | None,
+           chain_block: int | None = None) -> tuple[Tensor, torch.Generator | None]:
     check_model(rbm)
     check_int("n_chains", n_chains, least=1)
+    check_int("chain_block", chain_block, least=1, optional=True)
+    if chain_block is not None and (seed is None or generator is not None):
+        raise ConfigurationError("chain_block needs a seed (each block's stream is derived from it), not a generator")
     if data is not None and base_bias is not None:
         raise ConfigurationError("give the base model either as data or as base_bias, not both")
     device, dtype = rbm.weight.device, rbm.weight.dtype
@@ -287,17 +300,32 @@ def _setup(rbm: RBM, data: Tensor | None, base_bias: Tensor | None, smoothing: f
 # --------------------------------------------------------------------------------------------
 
 
-def ais(rbm: RBM, data: Tensor | None = None, *, n_chains: int = 100,
+def _blocked(n_chains: int, chain_block: int, seed: int, distributed: DataParallel | None, start_states,
+             schedule: list[float], rbm: RBM, base_bias: Tensor, progress: bool) -> Tensor:
+    """log w of ``n_chains`` chains run in blocks of ``chain_block``, block b on its own generator
+    (seed of (seed, b)) from ``start_states(start, stop, generator)``, sharded over ``distributed``."""
+    device = rbm.weight.device
+
+    def run(start: int, stop: int, block_seed: int) -> Tensor:
+        g = torch.Generator(device).manual_seed(block_seed)
+        return _anneal(rbm, start_states(start, stop, g), schedule, base_bias, g, progress)
+
+    return run_blocks(n_chains, chain_block, seed, run, distributed).to(device)
+
+
+def ais(rbm: RBM, data: Tensor | np.ndarray | None = None, *, n_chains: int = 100,
         betas: int | Tensor | None = None, base_bias: Tensor | None = None,
         smoothing: float = 0.01, seed: int | None = None,
-        generator: torch.Generator | None = None, progress: bool = False) -> AISResult:
+        generator: torch.Generator | None = None, progress: bool = False,
+        chain_block: int | None = None, distributed: DataParallel | None = None) -> AISResult:
     """Forward AIS estimate of log Z of ``rbm``: anneal β from 0 (base model) to 1.
 
     Parameters
     ----------
     data:
-        Training data for the base model's visible biases (smoothed marginals, see
-        :func:`base_visible_bias`); without it (and without ``base_bias``) the base is uniform.
+        Training data (a tensor or NumPy array) for the base model's visible biases (smoothed
+        marginals, see :func:`base_visible_bias`); without it (and without ``base_bias``) the
+        base is uniform.
     n_chains:
         Independent AIS runs M, moved together as one batch.
     betas:
@@ -310,6 +338,10 @@ def ais(rbm: RBM, data: Tensor | None = None, *, n_chains: int = 100,
         seed gives identical results.
     progress:
         Show a progress bar.
+    chain_block, distributed:
+        Run the chains in blocks of ``chain_block`` with per-block seeds (needs ``seed``), dealt
+        to the ranks of ``distributed`` (module docstring): the same result on any number of
+        processes.
 
     Returns
     -------
@@ -317,13 +349,22 @@ def ais(rbm: RBM, data: Tensor | None = None, *, n_chains: int = 100,
         ``log_z`` = log Z_A + log mean(w); in expectation a lower bound on log Z (Jensen),
         and the interval log(mean(w) ± 3 se) around it.
     """
-    base_bias, generator = _setup(rbm, data, base_bias, smoothing, n_chains, seed, generator)
+    base_bias, generator = _setup(rbm, data, base_bias, smoothing, n_chains, seed, generator, chain_block)
     schedule = _schedule(betas)
     log_z_base = base_log_partition(rbm, base_bias)
     with torch.no_grad():
-        field = base_bias.expand(n_chains, -1).contiguous()
-        v = rbm.visible.sample(field, generator)              # exact draws from p_A
-        log_w = _anneal(rbm, v, schedule.tolist(), base_bias, generator, progress)
+        if chain_block is not None:
+            assert seed is not None  # _setup refuses chain_block without a seed
+
+            def start(first: int, stop: int, g: torch.Generator) -> Tensor:
+                return rbm.visible.sample(base_bias.expand(stop - first, -1).contiguous(), g)
+
+            log_w = _blocked(n_chains, chain_block, seed, distributed, start, schedule.tolist(), rbm, base_bias,
+                             progress)
+        else:
+            field = base_bias.expand(n_chains, -1).contiguous()
+            v = rbm.visible.sample(field, generator)              # exact draws from p_A
+            log_w = _anneal(rbm, v, schedule.tolist(), base_bias, generator, progress)
     log_mean, low, high, ess = _summary(log_w)
     return AISResult(log_z=log_z_base + log_mean, log_z_low=log_z_base + low,
                      log_z_high=log_z_base + high, ess=ess, log_weights=log_w.cpu(),
@@ -331,11 +372,12 @@ def ais(rbm: RBM, data: Tensor | None = None, *, n_chains: int = 100,
                      direction="forward")
 
 
-def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
-                betas: int | Tensor | None = None, base_data: Tensor | None = None,
+def reverse_ais(rbm: RBM, data: Tensor | np.ndarray, *, n_chains: int = 100,
+                betas: int | Tensor | None = None, base_data: Tensor | np.ndarray | None = None,
                 base_bias: Tensor | None = None, smoothing: float = 0.01,
                 seed: int | None = None, generator: torch.Generator | None = None,
-                progress: bool = False) -> AISResult:
+                progress: bool = False, chain_block: int | None = None,
+                distributed: DataParallel | None = None) -> AISResult:
     """Reverse AIS estimate of log Z: chains start at rows of ``data`` and anneal β from 1 to 0.
 
     The reverse weight w = Π_k f_{β_{k−1}}(v_k) / f_{β_k}(v_k) has E[w] = Z_A / Z_B when the
@@ -349,9 +391,11 @@ def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
     ``data`` supplies the starting states: ``n_chains`` rows drawn without replacement by
     the generator (cycled when there are fewer rows).  The base model comes from
     ``base_data`` or ``base_bias`` as in :func:`ais` (default: uniform).  ``log_z_low`` and
-    ``log_z_high`` are log Z_A − log(mean(w) ± 3 se).
+    ``log_z_high`` are log Z_A − log(mean(w) ± 3 se).  ``chain_block`` and ``distributed``
+    shard the chains as in :func:`ais` (the starting rows then come from a permutation drawn
+    with ``seed``, the same on every rank).
     """
-    base_bias, generator = _setup(rbm, base_data, base_bias, smoothing, n_chains, seed, generator)
+    base_bias, generator = _setup(rbm, base_data, base_bias, smoothing, n_chains, seed, generator, chain_block)
     schedule = _schedule(betas)
     data = as_tensor(data)
     rbm.check_data(data)
@@ -359,14 +403,25 @@ def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
     device, dtype = rbm.weight.device, rbm.weight.dtype
     with torch.no_grad():
         rows = data.shape[0]
-        if rows >= n_chains:
-            cpu_generator = torch.Generator().manual_seed(
-                int(torch.randint(2 ** 62, (1,), generator=generator, device=device)))
-            index = torch.randperm(rows, generator=cpu_generator)[:n_chains]
+        if chain_block is not None:
+            assert seed is not None  # _setup refuses chain_block without a seed
+            index = (torch.randperm(rows, generator=torch.Generator().manual_seed(seed))[:n_chains]
+                     if rows >= n_chains else torch.arange(n_chains) % rows)
+
+            def start(first: int, stop: int, g: torch.Generator) -> Tensor:
+                return data[index[first:stop].to(data.device)].to(device, dtype)
+
+            log_w = _blocked(n_chains, chain_block, seed, distributed, start, schedule.flip(0).tolist(), rbm,
+                             base_bias, progress)
         else:
-            index = torch.arange(n_chains) % rows
-        v = data[index.to(data.device)].to(device, dtype)
-        log_w = _anneal(rbm, v, schedule.flip(0).tolist(), base_bias, generator, progress)
+            if rows >= n_chains:
+                cpu_generator = torch.Generator().manual_seed(
+                    int(torch.randint(2 ** 62, (1,), generator=generator, device=device)))
+                index = torch.randperm(rows, generator=cpu_generator)[:n_chains]
+            else:
+                index = torch.arange(n_chains) % rows
+            v = data[index.to(data.device)].to(device, dtype)
+            log_w = _anneal(rbm, v, schedule.flip(0).tolist(), base_bias, generator, progress)
     log_mean, low, high, ess = _summary(log_w)
     return AISResult(log_z=log_z_base - log_mean, log_z_low=log_z_base - high,
                      log_z_high=log_z_base - low, ess=ess, log_weights=log_w.cpu(),
@@ -374,7 +429,7 @@ def reverse_ais(rbm: RBM, data: Tensor, *, n_chains: int = 100,
                      direction="reverse")
 
 
-def log_likelihood(rbm: RBM, data: Tensor, result: AISResult,
+def log_likelihood(rbm: RBM, data: Tensor | np.ndarray, result: AISResult,
                    batch_size: int = 4096) -> LikelihoodEstimate:
     """Mean log-likelihood −mean F(v) − log Ẑ of ``data``, with the interval of ``result``.
 

@@ -1,6 +1,6 @@
 """Deep models in nats: exact enumeration for tiny DBMs and DBNs, AIS, variational bounds.
 
-**DBM** (:class:`~boltzkit.models.dbm.DBM`).  The layers split into even (v, h², …) and odd
+**DBM** (:class:`~boltzkit.models.deep_boltzmann.DBM`).  The layers split into even (v, h², …) and odd
 (h¹, h³, …) ones and the graph is bipartite between them, so the DBM *is* an RBM over
 [even | odd] (:meth:`DBM.as_rbm`).  Hence
 
@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from ..models.dbm import DBM
 from ..models.dbn import DBN, log_conditional, up_pass
+from ..models.deep_boltzmann import DBM
 from ..models.units import _bits, bernoulli
 from ..training.batches import as_tensor
 from . import ais, exact
@@ -342,9 +342,10 @@ def evaluate(model: Any, data: Tensor, method: str = "auto", chains: int = 100, 
             raise ConfigurationError(f"this {model.checkpoint_kind} ({model.sizes}) is too large to enumerate; "
                                      "use --method ais")
         if isinstance(model, DBM):
-            log_z = float(dbm_log_partition(_float64(model)))
+            log_z = float(dbm_log_partition(_float64(model)).detach())
             bound = variational_bound(model, data, log_z)
-            result.update(log_partition=log_z, log_likelihood=float(dbm_exact_log_likelihood(model, data, log_z).mean()),
+            result.update(log_partition=log_z,
+                          log_likelihood=float(dbm_exact_log_likelihood(model, data, log_z).mean()),
                           variational_bound=float(bound.mean()))
         else:
             log_z = exact.log_partition(model.top)

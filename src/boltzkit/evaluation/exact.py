@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -103,9 +103,17 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | None = None,
     with torch.no_grad():
         if log_z is None:
             log_z = float(_log_partition(model, enumerated_layer(model), progress))
-        total = sum(float(model.free_energy(batch.to(model.weight.device, torch.float64)).sum())
-                    for batch in data.split(batch_size))
+        total = 0.0
+        for batch in data.split(batch_size):
+            total += float(model.free_energy(batch.to(model.weight.device, torch.float64)).sum())
     return -total / data.shape[0] - log_z
+
+
+def _grad(p: Tensor) -> Tensor:
+    """``p.grad`` after a backward pass that reached ``p``."""
+    if p.grad is None:
+        raise RuntimeError("a parameter received no gradient")
+    return p.grad
 
 
 def log_likelihood_gradient(rbm: RBM, data: Tensor) -> dict[str, Tensor]:
@@ -126,4 +134,4 @@ def log_likelihood_gradient(rbm: RBM, data: Tensor) -> dict[str, Tensor]:
     data64 = data.to(model.weight.device, torch.float64)
     model.free_energy(data64).mean().backward()  # adds E_data[∂F/∂θ]
     # accumulated: ∇ log Z + E_data[∂F/∂θ] = −∇ mean log p
-    return {name: -p.grad.to(rbm.weight.dtype) for name, p in model.named_tensors().items()}
+    return {name: -_grad(p).to(rbm.weight.dtype) for name, p in model.named_tensors().items()}

@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import exact
 from ..errors import ConfigurationError
-from ..training.gradient import Estimator
-from ..plot import new_figure, save_figure
 from ..models.rbm import RBM
+from ..plot import new_figure, save_figure
+from ..training.gradient import Estimator
+from . import exact
 
 
 def _flat(tensors: Mapping[str, Tensor]) -> Tensor:
@@ -94,7 +95,7 @@ def gradient_quality(rbm: RBM, data: Tensor, estimators: Mapping[str, Estimator]
         draws = []
         for _ in range(repeats):
             est.step(model, data, generator)
-            draws.append(-_flat({n: p.grad for n, p in model.named_tensors().items()}))
+            draws.append(-_flat({n: exact._grad(p) for n, p in model.named_tensors().items()}))
             if bar is not None:
                 bar.update(1)
         draws_t = torch.stack(draws)

@@ -3,17 +3,20 @@ and callbacks that log the log-likelihood (exact for small models, AIS for large
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from . import ais, exact
 from ..errors import ConfigurationError
+from ..models.base import check_rows
 from ..models.rbm import RBM
+from ..training.batches import as_tensor
 from ..training.callbacks import PeriodicCallback
 from ..validation import check_int
+from . import ais, exact
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
@@ -26,17 +29,28 @@ def reconstruction_error(rbm: RBM, data: Tensor) -> float:
 
 
 def pseudo_log_likelihood(rbm: RBM, data: Tensor, chunk_rows: int | None = None) -> float:
-    """Mean over rows of Σ_i log p(v_i | v_{−i}), over *all* visible sites (binary units).
+    """Mean over rows of Σ_i log p(v_i | v_{−i}), over *all* visible sites (binary units);
+    see :func:`pseudo_log_likelihood_rows` (a tensor or NumPy array, checked like training data)."""
+    rows = pseudo_log_likelihood_rows(rbm, data, chunk_rows)
+    return float(rows.sum()) / rows.shape[0]
 
-    Flipping site i changes the free energy by ΔF_i = F(v^{(i)}) − F(v), and
+
+def pseudo_log_likelihood_rows(rbm: RBM, data: Tensor, chunk_rows: int | None = None) -> Tensor:
+    """Σ_i log p(v_i | v_{−i}) per row (float64), over *all* visible sites (binary units).
+
+    Flipping site i (v_i → 1 − v_i) changes the free energy by ΔF_i = F(v^{(i)}) − F(v), and
     log p(v_i | v_{−i}) = log σ(ΔF_i).  The flipped hidden fields are
     a + (1 − 2v_i) W_i, so every site costs one extra log-partition, no extra matrix product.
     """
     if rbm.visible.kind != "bernoulli":
         raise ConfigurationError("pseudo-likelihood is implemented for binary visible units")
+    # NumPy arrays too, on the model's device and dtype; 2-D, the model's width, finite (values
+    # in [0, 1] other than 0/1 are allowed: scikit-learn's BernoulliRBM scores probabilities)
+    data = as_tensor(data).to(rbm.weight.device, rbm.weight.dtype)
+    check_rows(data, "data", rbm.visible.dim)
     n_v, n_h = rbm.weight.shape
     rows = chunk_rows or max(1, 2 ** 22 // (n_v * n_h))
-    total = 0.0
+    out = []
     with torch.no_grad():
         for v in data.split(rows):
             field = rbm.hidden_field(v)                                  # (B, H)
@@ -45,8 +59,8 @@ def pseudo_log_likelihood(rbm: RBM, data: Tensor, chunk_rows: int | None = None)
             # ΔF_i = −b_i·sign_i − [logZ_h(flipped_i) − logZ_h(field)]
             delta = (-rbm.visible.bias * sign
                      - rbm.hidden.log_partition(flipped) + rbm.hidden.log_partition(field).unsqueeze(1))
-            total += float(F.logsigmoid(delta).sum())
-    return total / data.shape[0]
+            out.append(F.logsigmoid(delta).sum(-1, dtype=torch.float64))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def _named_sets(data: Tensor | Mapping[str, Tensor], default: str) -> dict[str, Tensor]:
@@ -68,10 +82,10 @@ class ExactLikelihood(PeriodicCallback):
         super().__init__(every)
         self.sets = _named_sets(data, "log_likelihood")
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
         exact.enumerated_layer(trainer.model)  # raises before training if log Z is intractable
 
-    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         log_z = exact.log_partition(trainer.model)
         for name, x in self.sets.items():
             metrics[name] = exact.log_likelihood(trainer.model, x, log_z)
@@ -104,10 +118,10 @@ class AISLikelihood(PeriodicCallback):
         self.base_data = next(iter(self.sets.values())) if base_data is None else base_data
         self.last: ais.AISResult | None = None
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
         ais.check_model(trainer.model)  # raises before training for unsupported hidden units
 
-    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         rbm = trainer.model
         generator = torch.Generator(trainer.device).manual_seed(self.seed)
         base = self.base_data.to(trainer.device, trainer.dtype)

@@ -25,7 +25,7 @@ distance 0 are copies of the training data.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -51,16 +51,26 @@ def _squared_distances(x: Tensor, samples: Tensor) -> Tensor:
     return (x.pow(2).sum(1, keepdim=True) - 2 * x @ samples.t() + samples.pow(2).sum(1)).clamp_min(0.0)
 
 
-def parzen_log_likelihood(samples: Tensor, x: Tensor, sigma: float, batch_rows: int = 1000) -> Tensor:
-    """log p̂(x) per row of ``x`` (float64) under the Parzen window of ``samples`` with width σ."""
-    check_float("sigma", sigma, 0.0, low_open=True)
+def parzen_log_likelihoods(samples: Tensor, x: Tensor, sigmas: Sequence[float], batch_rows: int = 1000) -> Tensor:
+    """log p̂(x) per row of ``x`` for each σ of ``sigmas``, ``(len(sigmas), len(x))`` float64: the
+    squared distances of a block of rows are computed once and shared by every σ."""
+    if len(sigmas) == 0:
+        raise DataError("parzen_log_likelihoods needs at least one sigma")
+    sigmas = [check_float("sigma", s, 0.0, low_open=True) for s in sigmas]
     check_int("batch_rows", batch_rows, least=1)
     samples, x = _pair(samples, x, "parzen_log_likelihood")
     n, d = samples.shape
-    const = -math.log(n) - 0.5 * d * math.log(2 * math.pi * sigma * sigma)
-    out = [torch.logsumexp(-_squared_distances(rows, samples) / (2 * sigma * sigma), 1) + const
-           for rows in x.split(batch_rows)]
-    return torch.cat(out)
+    out = []
+    for rows in x.split(batch_rows):
+        d2 = _squared_distances(rows, samples)
+        out.append(torch.stack([torch.logsumexp(d2 / (-2 * s * s), 1) - math.log(n)
+                                - 0.5 * d * math.log(2 * math.pi * s * s) for s in sigmas]))
+    return torch.cat(out, 1)
+
+
+def parzen_log_likelihood(samples: Tensor, x: Tensor, sigma: float, batch_rows: int = 1000) -> Tensor:
+    """log p̂(x) per row of ``x`` (float64) under the Parzen window of ``samples`` with width σ."""
+    return parzen_log_likelihoods(samples, x, [sigma], batch_rows)[0]
 
 
 def select_sigma(samples: Tensor, valid: Tensor, sigmas: Sequence[float] = DEFAULT_SIGMAS,
@@ -68,7 +78,7 @@ def select_sigma(samples: Tensor, valid: Tensor, sigmas: Sequence[float] = DEFAU
     """(the σ of ``sigmas`` with the highest mean validation log p̂, that mean for each σ)."""
     if len(sigmas) == 0:
         raise DataError("select_sigma needs at least one candidate sigma")
-    scores = [float(parzen_log_likelihood(samples, valid, s, batch_rows).mean()) for s in sigmas]
+    scores = parzen_log_likelihoods(samples, valid, sigmas, batch_rows).mean(1).tolist()
     best = max(range(len(scores)), key=scores.__getitem__)
     return float(sigmas[best]), scores
 

@@ -19,8 +19,8 @@ means the box cuts off the density (widen it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -80,8 +80,10 @@ def make_grid(low: float | Sequence[float], high: float | Sequence[float], point
     axes = [nodes for nodes, _ in rules]
     mesh = torch.meshgrid(*axes, indexing="ij")
     pts = torch.stack([m.reshape(-1) for m in mesh], 1)
-    logw = sum(torch.log(w).reshape([-1 if i == k else 1 for i in range(len(rules))])
-               for k, (_, w) in enumerate(rules)).reshape(-1)
+    logw = torch.zeros((), dtype=torch.float64)
+    for k, (_, w) in enumerate(rules):  # log w(x) = Σ_k log w_k(x_k) on the mesh
+        logw = logw + torch.log(w).reshape([-1 if i == k else 1 for i in range(len(rules))])
+    logw = logw.reshape(-1)
     return Grid(pts, logw, axes, low_l, high_l)
 
 
@@ -127,7 +129,7 @@ def boundary_mass(energy: Energy, grid: Grid, like: Tensor | None = None) -> flo
         uniform = torch.softmax(grid.log_weights, 0).reshape(grid.shape)
         edge = torch.zeros(grid.shape, dtype=torch.bool)
         for axis in range(len(grid.shape)):
-            index = [slice(None)] * len(grid.shape)
+            index: list[int | slice] = [slice(None)] * len(grid.shape)
             index[axis] = 0
             edge[tuple(index)] = True
             index[axis] = -1

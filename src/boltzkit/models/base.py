@@ -52,7 +52,7 @@ class Model(nn.Module):
         return {name.replace(".", "_"): p for name, p in self.named_parameters()}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "Model":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> Model:
         """An untrained model as :meth:`config` describes it."""
         raise NotImplementedError
 
@@ -71,11 +71,12 @@ class Model(nn.Module):
         return checkpoint.save(directory, self)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "Model":
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> Model:
         """The model saved in ``directory``, bit for bit; refuses a checkpoint of another kind."""
         from .. import checkpoint
 
-        return checkpoint.load_checkpoint(directory, device, kind=cls).model
+        model: Model = checkpoint.load_checkpoint(directory, device, kind=cls).model
+        return model
 
     # -- training hooks -----------------------------------------------------------------------
     def decay_parameters(self) -> list[nn.Parameter]:

@@ -40,7 +40,7 @@ class ConditionalRBM(RBM):
         return {**super().config(), "n_context": self.n_context}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "ConditionalRBM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> ConditionalRBM:
         dtype = parse_dtype(config.get("dtype", "float32"))
         return cls(int(config["n_visible"]), int(config["n_hidden"]), int(config["n_context"]),
                    visible=config.get("visible", "bernoulli"), hidden=config.get("hidden", "bernoulli"),

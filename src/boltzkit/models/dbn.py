@@ -23,7 +23,8 @@ The log-likelihood lower bound of Salakhutdinov & Murray (2008) is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,7 @@ class FeatureBatches(TensorBatches):
     def check(self, model: Any, name: str | None = None) -> None:
         check_rows(self.values, name or self.name, model.visible.dim)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "FeatureBatches":
+    def to(self, device: torch.device, dtype: torch.dtype) -> FeatureBatches:
         return FeatureBatches(self.values.to(device, dtype).contiguous(), name=self.name)
 
 
@@ -175,7 +176,7 @@ class DBN(Model):
                 "dtype": str(self.rbms[0].weight.dtype).removeprefix("torch.")}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "DBN":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> DBN:
         sizes, units = config.get("sizes"), config.get("units", "bernoulli")
         if not isinstance(sizes, list) or len(sizes) < 2:
             raise CheckpointError(f"config.json: sizes must list at least two layer sizes, got {sizes!r}")
@@ -224,7 +225,7 @@ class DBN(Model):
                 x = top.visible_mean(top.sample_hidden(x, generator))
         return x
 
-    def network(self, n_outputs: int, task: str = "classification", seed: int = 0) -> "DBNNet":
+    def network(self, n_outputs: int, task: str = "classification", seed: int = 0) -> DBNNet:
         """The stack as a feed-forward network with a head for fine-tuning (shares the weights)."""
         return DBNNet(self, n_outputs, task, seed=seed)
 
@@ -270,11 +271,11 @@ class DBNNet(LossModel):
                 "task": self.task}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "DBNNet":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> DBNNet:
         if not isinstance(config.get("dbn"), dict):
             raise CheckpointError("config.json: a DBNNet needs the 'dbn' entry describing its stack")
-        return cls(DBN.from_config(config["dbn"], device), int(config["n_outputs"]), config.get("task", "classification"),
-                   seed=None)
+        return cls(DBN.from_config(config["dbn"], device), int(config["n_outputs"]),
+                   config.get("task", "classification"), seed=None)
 
     def check_data(self, x: Tensor, name: str = "data") -> None:
         self.dbn.check_data(x, name)
@@ -319,7 +320,8 @@ class DBNNet(LossModel):
                 raise DataError(f"labels must be integers 0..{self.n_outputs - 1} (first bad row "
                                 f"{int(bad.nonzero()[0, 0])}, value {float(y[bad][0]):g})")
         elif y.reshape(rows, -1).shape[1] != self.n_outputs:
-            raise DataError(f"targets have {y.reshape(rows, -1).shape[1]} columns, the network {self.n_outputs} outputs")
+            raise DataError(f"targets have {y.reshape(rows, -1).shape[1]} columns, "
+                            f"the network {self.n_outputs} outputs")
         return y.to(self.head.weight.dtype)
 
     def fit(self, x: Any, y: Any, config: TrainingConfig | None = None, progress: bool = False,

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -221,7 +222,8 @@ class EnergyFunctionModel(EnergyModel):
         if sampler.continuous != (self.kind == "continuous"):
             what = "continuous" if sampler.continuous else "discrete"
             raise ConfigurationError(f"the {sampler.name} sampler is for {what} x but the domain is {self.domain}; "
-                                     f"use {'langevin, mala or hmc' if self.kind == 'continuous' else 'gibbs, metropolis or gwg'}")
+                                     "use " + ("langevin, mala or hmc" if self.kind == "continuous"
+                                               else "gibbs, metropolis or gwg"))
         if not sampler.continuous:
             k = self.categories or 2
             if sampler.categories is None and k > 2:
@@ -426,7 +428,7 @@ class EnergyFunctionModel(EnergyModel):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None,
-                    module: nn.Module | None = None) -> "EnergyFunctionModel":
+                    module: nn.Module | None = None) -> EnergyFunctionModel:
         """Rebuild an (untrained) model; ``module`` is the energy module when it is user-defined."""
         if module is None:
             energy = dict(config.get("energy") or {})
@@ -443,7 +445,7 @@ class EnergyFunctionModel(EnergyModel):
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None,
-             module: nn.Module | None = None) -> "EnergyFunctionModel":
+             module: nn.Module | None = None) -> EnergyFunctionModel:
         """The model saved in ``directory``; pass ``module`` (constructed like the saved one) when the
         energy module is user-defined."""
         from .. import checkpoint

@@ -29,7 +29,8 @@ real-valued data — whose log-likelihood :mod:`boltzkit.evaluation.decoder_ais`
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,8 @@ from .base import LossModel
 OUTPUTS = ("bernoulli", "gaussian")
 #: generator losses
 GENERATOR_LOSSES = ("minimax", "non-saturating")
+#: network architectures
+ARCHITECTURES = ("mlp", "conv")
 
 
 def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
@@ -55,13 +58,50 @@ def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def image_side(n_visible: int) -> int:
+    """The side s of square s×s images with s divisible by 4 (what the convolutional pair needs)."""
+    side = math.isqrt(n_visible)
+    if side * side != n_visible or side % 4 != 0:
+        raise ConfigurationError(f"architecture='conv' needs square images whose side is a multiple of 4 "
+                                 f"(784 = 28×28); got {n_visible} pixels")
+    return side
+
+
+def _conv_generator(latent_dim: int, side: int, channels: int) -> nn.Sequential:
+    """z ↦ Linear → 2C×(s/4)² → ReLU → ConvT(2C→C, 4, stride 2) → ReLU → ConvT(C→1, 4, stride 2):
+    one logit per pixel of the s×s image, flattened row-major (DCGAN-style, Radford et al. 2016)."""
+    q = side // 4
+    return nn.Sequential(
+        nn.Linear(latent_dim, 2 * channels * q * q), nn.ReLU(), nn.Unflatten(1, (2 * channels, q, q)),
+        nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1), nn.Flatten(1))
+
+
+def _conv_discriminator(side: int, channels: int) -> nn.Sequential:
+    """x ↦ s×s image → Conv(1→C, 4, stride 2) → LeakyReLU → Conv(C→2C, 4, stride 2) → LeakyReLU
+    → Linear(2C·(s/4)² → 1): the logit a(x)."""
+    q = side // 4
+    return nn.Sequential(
+        nn.Unflatten(1, (1, side, side)),
+        nn.Conv2d(1, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Flatten(1), nn.Linear(2 * channels * q * q, 1))
+
+
 @checkpoint.register
 class GAN(LossModel):
-    """An MLP generator and discriminator for D-pixel rows (784 for MNIST).
+    """A generator and discriminator for D-pixel rows (784 for MNIST).
+
+    ``architecture="mlp"`` (default): MLPs with the hidden sizes given; the discriminator uses
+    leaky-ReLU hidden layers, the generator ReLU.  ``"conv"``: a small convolutional pair for
+    square s×s images (s a multiple of 4): the generator a linear layer to 2C maps of
+    (s/4)² and two stride-2 transposed convolutions, the discriminator two stride-2
+    convolutions (C and 2C maps) and a linear logit, C = ``channels`` (the hidden sizes are
+    then unused).  Rows stay flat: images are row-major s×s.
 
     ``output="bernoulli"``: G(z) are Bernoulli probabilities (binarised data);
     ``"gaussian"``: G(z) are the sigmoid means of N(G(z), σ²I) with σ = ``sigma`` (pixels
-    in [0, 1]).  The discriminator uses leaky-ReLU hidden layers, the generator ReLU.
+    in [0, 1]).
     """
 
     checkpoint_kind: ClassVar[str] = "GAN"
@@ -70,7 +110,7 @@ class GAN(LossModel):
     def __init__(self, n_visible: int = 784, latent_dim: int = 10, generator_hidden: Sequence[int] = (256,),
                  discriminator_hidden: Sequence[int] = (256,), output: str = "bernoulli", sigma: float = 0.1,
                  seed: int = 0, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, architecture: str = "mlp", channels: int = 32) -> None:
         super().__init__()
         self.n_visible = check_int("n_visible", n_visible, least=1)
         self.latent_dim = check_int("latent_dim", latent_dim, least=1)
@@ -79,11 +119,18 @@ class GAN(LossModel):
         self.output = check_choice("output", output, OUTPUTS)
         self.sigma = check_float("sigma", sigma, 0.0, low_open=True)
         self.seed = check_int("seed", seed, least=0)
+        self.architecture = check_choice("architecture", architecture, ARCHITECTURES)
+        self.channels = check_int("channels", channels, least=1)
+        side = image_side(self.n_visible) if self.architecture == "conv" else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.generator_net = _mlp([self.latent_dim, *self.generator_hidden, self.n_visible], nn.ReLU)
-            self.discriminator = _mlp([self.n_visible, *self.discriminator_hidden, 1],
-                                      lambda: nn.LeakyReLU(0.2))
+            if self.architecture == "conv":
+                self.generator_net = _conv_generator(self.latent_dim, side, self.channels)
+                self.discriminator = _conv_discriminator(side, self.channels)
+            else:
+                self.generator_net = _mlp([self.latent_dim, *self.generator_hidden, self.n_visible], nn.ReLU)
+                self.discriminator = _mlp([self.n_visible, *self.discriminator_hidden, 1],
+                                          lambda: nn.LeakyReLU(0.2))
         self.to(dtype=dtype, device=device)
 
     # -- the two networks ------------------------------------------------------------------
@@ -174,13 +221,15 @@ class GAN(LossModel):
         return {"model": self.checkpoint_kind, "n_visible": self.n_visible, "latent_dim": self.latent_dim,
                 "generator_hidden": self.generator_hidden, "discriminator_hidden": self.discriminator_hidden,
                 "output": self.output, "sigma": self.sigma, "seed": self.seed,
-                "dtype": str(p.dtype).removeprefix("torch.")}
+                "dtype": str(p.dtype).removeprefix("torch."), "architecture": self.architecture,
+                "channels": self.channels}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "GAN":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> GAN:
         return cls(config["n_visible"], config["latent_dim"], config["generator_hidden"],
                    config["discriminator_hidden"], config.get("output", "bernoulli"), config.get("sigma", 0.1),
-                   config.get("seed", 0), parse_dtype(config.get("dtype", "float32")), device)
+                   config.get("seed", 0), parse_dtype(config.get("dtype", "float32")), device,
+                   config.get("architecture", "mlp"), config.get("channels", 32))
 
 
 class GANStep:
@@ -247,6 +296,8 @@ class GANStep:
             if not bool(torch.isfinite(loss)):
                 return self._diverged(model, "discriminator", loss.detach())
             loss.backward()
+            if self.trainer.distributed is not None:  # data parallel: D's gradient averaged over ranks
+                self.trainer.distributed.all_reduce_gradients(model.discriminator_parameters())
             d_opt.step()
             self._sums["d_loss"] += float(loss.detach())
             self._sums["d_real"] += float(torch.sigmoid(real).mean())

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..checkpoint import register
 from ..errors import CheckpointError, ConfigurationError
 from ..sampling.state import ChainState
-from ..validation import check_float, check_int, parse_dtype
+from ..validation import check_float, check_int, is_integer, parse_dtype
 from .base import EnergyModel, check_rows
 from .units import Beta, Units, make_units
 
@@ -40,6 +40,12 @@ class RBM(EnergyModel):
         Standard deviation of the N(0, σ²) initial weights (Hinton's guide: 0.01).
     seed:
         Seed of the weight initialisation (a fixed seed gives identical weights).
+
+    Gradients follow PyTorch's conventions: ``rbm(v)`` (the free energy F(v)), :meth:`free_energy`,
+    :meth:`hidden_mean` and :meth:`visible_mean` are differentiable and track gradients like any
+    module's forward (use ``torch.no_grad()`` or ``.detach()`` before ``.numpy()``); the one-call
+    helpers :meth:`transform`, :meth:`reconstruct`, :meth:`draw` and every draw
+    (:meth:`sample_hidden`, :meth:`sample_visible`, :meth:`sample`) return detached tensors.
 
     Example
     -------
@@ -124,7 +130,7 @@ class RBM(EnergyModel):
 
     @classmethod
     def from_checkpoint(cls, config: dict[str, Any], tensors: dict[str, Tensor],
-                        device: str | torch.device | None = None) -> "RBM":
+                        device: str | torch.device | None = None) -> RBM:
         """Rebuild a saved RBM; the sizes config.json claims are checked against the tensor file
         before anything is allocated."""
         weight = tensors.get("weight")
@@ -132,8 +138,9 @@ class RBM(EnergyModel):
             raise CheckpointError("model.safetensors lacks a 2-D tensor 'weight'")
         n_visible, n_hidden = config.get("n_visible"), config.get("n_hidden")
         for name, n in (("n_visible", n_visible), ("n_hidden", n_hidden)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            if not is_integer(n) or n < 1:  # type: ignore[operator]  # n is an int here
                 raise CheckpointError(f"config.json: {name} must be a positive integer, got {n!r}")
+        assert isinstance(n_visible, int) and isinstance(n_hidden, int)  # checked above
         if n_visible > weight.shape[0] or n_hidden > weight.shape[1]:
             raise CheckpointError(f"config.json claims {n_visible} × {n_hidden} units but the weight "
                                   f"has shape {tuple(weight.shape)}")
@@ -155,10 +162,11 @@ class RBM(EnergyModel):
         for name, shape in shapes.items():
             if found[name] != shape:
                 raise CheckpointError(f"tensor {name!r} has shape {found[name]}, the config implies {shape}")
-        return super().from_checkpoint(config, tensors, device)
+        model: RBM = super().from_checkpoint(config, tensors, device)
+        return model
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "RBM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> RBM:
         dtype = parse_dtype(config.get("dtype", "float32"))
         return cls(int(config["n_visible"]), int(config["n_hidden"]),
                    visible=config.get("visible", "bernoulli"), hidden=config.get("hidden", "bernoulli"),
@@ -174,11 +182,17 @@ class RBM(EnergyModel):
         return torch.addmm(self.visible.bias, self.hidden.statistic(h), self.weight.t())
 
     def hidden_mean(self, v: Tensor, beta: Beta = 1.0) -> Tensor:
-        """E[h | v]; for binary units σ(c + vᵀW)."""
+        """E[h | v]; for binary units σ(c + vᵀW).
+
+        Differentiable like any ``nn.Module`` forward (fine-tuning back-propagates through it):
+        the result tracks gradients while the parameters require them.  For NumPy call it under
+        ``torch.no_grad()`` or ``.detach()`` it, or use :meth:`transform`."""
         return self.hidden.mean(self.hidden_field(v), beta)
 
     def visible_mean(self, h: Tensor, beta: Beta = 1.0) -> Tensor:
-        """E[v | h]; for binary units σ(b + W h)."""
+        """E[v | h]; for binary units σ(b + W h).  Differentiable, as :meth:`hidden_mean`
+        (``torch.no_grad()`` or ``.detach()`` before ``.numpy()``; :meth:`reconstruct` is the
+        detached one-call form)."""
         return self.visible.mean(self.visible_field(h), beta)
 
     @torch.no_grad()
@@ -274,15 +288,18 @@ class RBM(EnergyModel):
             mu_neg = self.hidden_mean(v_neg)
             n_pos, n_neg = data.shape[0], v_neg.shape[0]
             weight, b, c = self.weight, self.visible.bias, self.hidden.bias
+            grads: list[Tensor] = []
             for p in (weight, b, c):
                 if p.grad is None:
                     p.grad = torch.empty_like(p)
-            torch.addmm(weight.grad, data.t(), mu_pos, beta=0, alpha=-1.0 / n_pos, out=weight.grad)
-            weight.grad.addmm_(v_neg.t(), mu_neg, alpha=1.0 / n_neg)
-            torch.sub(v_neg.mean(0), data.mean(0), out=b.grad)
-            torch.sub(mu_neg.mean(0), mu_pos.mean(0), out=c.grad)
+                grads.append(p.grad)
+            grad_w, grad_b, grad_c = grads
+            torch.addmm(grad_w, data.t(), mu_pos, beta=0, alpha=-1.0 / n_pos, out=grad_w)
+            grad_w.addmm_(v_neg.t(), mu_neg, alpha=1.0 / n_neg)
+            torch.sub(v_neg.mean(0), data.mean(0), out=grad_b)
+            torch.sub(mu_neg.mean(0), mu_pos.mean(0), out=grad_c)
             if offsets is not None:
-                center_gradient(weight.grad, b.grad, c.grad, *offsets)
+                center_gradient(grad_w, grad_b, grad_c, *offsets)
             self.write_extra_gradient(data, v_neg, mu_pos, mu_neg)
 
     def write_extra_gradient(self, data: Tensor, v_neg: Tensor, mu_pos: Tensor, mu_neg: Tensor) -> None:

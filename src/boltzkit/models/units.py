@@ -17,7 +17,7 @@ that appears in the free energy when the layer is summed (or integrated) out.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -162,7 +162,7 @@ class Bernoulli(Units):
 
     @property
     def n_states(self) -> int:
-        return 2 ** self.n
+        return int(2 ** self.n)
 
     def states(self, start: int, stop: int, dtype: torch.dtype,
                device: torch.device | None = None) -> Tensor:
@@ -210,6 +210,19 @@ def all_finite(x: Tensor) -> bool:
         return True
     low, high = torch.aminmax(x)
     return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
+def unit_count(kind: str, value: int | str, what: str, least: int) -> int:
+    """The integer parameter of a unit type written in its name (``softmax:K``, ``binomial:N``),
+    at least ``least``; :class:`ConfigurationError` naming the unit type otherwise."""
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{kind} units need an integer number of {what}, got {value!r}") from None
+    if k < least:
+        raise ConfigurationError(f"{kind} units need at least {least} {what.removesuffix('s') if least == 1 else what}"
+                                 f", got {k}")
+    return k
 
 
 def _is_scaled(beta: Beta) -> bool:
@@ -265,13 +278,7 @@ class Softmax(Units):
     linear = True
 
     def __init__(self, n: int, n_states: int | str = 2) -> None:
-        try:
-            k = int(n_states)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"softmax units need an integer number of states, got {n_states!r}") from None
-        if k < 2:
-            raise ConfigurationError(f"softmax units need at least 2 states, got {k}")
-        self.n_levels = k
+        self.n_levels = unit_count("softmax", n_states, "states", least=2)
         super().__init__(n)
 
     @property
@@ -307,7 +314,7 @@ class Softmax(Units):
 
     @property
     def n_states(self) -> int:
-        return self.n_levels ** self.n
+        return int(self.n_levels ** self.n)
 
     def states(self, start: int, stop: int, dtype: torch.dtype,
                device: torch.device | None = None) -> Tensor:
@@ -373,7 +380,7 @@ class Spin(Units):
 
     @property
     def n_states(self) -> int:
-        return 2 ** self.n
+        return int(2 ** self.n)
 
     def states(self, start: int, stop: int, dtype: torch.dtype,
                device: torch.device | None = None) -> Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
 from .ratings import ArrayLike, RatingData, _check_fit_data, _check_query
+
 
 class GlobalMean:
     """Predicts r̂ = μ, the mean training rating, for every (user, item)."""
@@ -71,4 +71,5 @@ class BiasBaseline:
     def predict(self, users: ArrayLike, items: ArrayLike) -> np.ndarray:
         """μ + b_u + b_i for each (users[j], items[j]) pair of internal ids, clipped to [1, K]."""
         u, i = _check_query(users, items, self.user_bias_.shape[0], self.item_bias_.shape[0])
-        return np.clip(self.mean_ + self.user_bias_[u] + self.item_bias_[i], 1.0, self.n_levels_)
+        predicted: np.ndarray = np.clip(self.mean_ + self.user_bias_[u] + self.item_bias_[i], 1.0, self.n_levels_)
+        return predicted

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from ..errors import DataError
 from .ratings import ArrayLike, RatingData, to_dense
-
 
 
 def _float_array(x: ArrayLike, name: str) -> np.ndarray:

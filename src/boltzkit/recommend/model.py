@@ -9,8 +9,9 @@ the data and are kept at 0 by the mask in every Gibbs sample, so they add nothin
 field and their weights and biases get no gradient from that case (only the weight decay
 touches them).  Both orientations predict the same quantity, r̂_ui; only the roles swap.
 
-Training is CD-T through :meth:`boltzkit.training.Estimator.step` (on the common :class:`~boltzkit.training.Trainer`) with ``mask`` (T = 1 by
-default; ``cd_schedule="paper"`` raises it to 3, 5, 9 as training goes on) and
+Training is CD-T through :meth:`boltzkit.training.Estimator.step` (on the common
+:class:`~boltzkit.training.Trainer`) with ``mask`` (T = 1 by default; ``cd_schedule="paper"`` raises it
+to 3, 5, 9 as training goes on) and
 ``torch.optim.SGD`` with momentum, weight decay (on the weights only) and a learning rate
 decaying linearly over the epochs.  Visible biases start at the log of each group's add-one
 smoothed rating frequencies (an unrated group: uniform).  Early stopping without looking at
@@ -277,7 +278,10 @@ class CFRBM:
                                 init_visible_bias=False, seed=self.seed, threads=None)
         callbacks: list[Callback] = [_CDSchedule(self), _EpochTimer()]
         if val is not None:
-            callbacks += [MetricCallback("val_rmse", lambda _m, v: rmse(self.predict(v.users, v.items), v.ratings), val),
+            def val_rmse(_model: object, v: RatingData) -> float:
+                return rmse(self.predict(v.users, v.items), v.ratings)
+
+            callbacks += [MetricCallback("val_rmse", val_rmse, val),
                           EarlyStopping("val_rmse", patience=None, mode="min", verbose=False)]
         if self.verbose:
             callbacks.append(_LogEpoch())

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..errors import DataError
 __all__ = ["RatingData", "load_ratings", "align_ratings", "split_ratings", "kfold_splits", "to_dense",
            "to_one_hot"]
 
-ArrayLike = np.ndarray | torch.Tensor | list | tuple
+ArrayLike = np.ndarray | torch.Tensor | list[Any] | tuple[Any, ...]
 
 
 # --------------------------------------------------------------------------- data
@@ -101,7 +101,8 @@ class RatingData:
             raise DataError("each (user, item) pair may be rated at most once")
 
     @classmethod
-    def _unchecked(cls, users, items, ratings, user_ids, item_ids, n_levels) -> RatingData:
+    def _unchecked(cls, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, user_ids: np.ndarray,
+                   item_ids: np.ndarray, n_levels: int) -> RatingData:
         """Build without validation; for subsets of data that is already valid."""
         obj = object.__new__(cls)
         obj.users, obj.items, obj.ratings = users, items, ratings

@@ -2,8 +2,18 @@
 (Langevin, MALA, HMC, Gibbs, Metropolis, Gibbs-with-gradients) and their diagnostics."""
 
 from .chains import PersistentChains
-from .mcmc import (HMC, MALA, Gibbs, GibbsWithGradients, Kernel, Langevin, Metropolis, autocorrelation_time,
-                   batch_means, make_kernel)
+from .mcmc import (
+    HMC,
+    MALA,
+    Gibbs,
+    GibbsWithGradients,
+    Kernel,
+    Langevin,
+    Metropolis,
+    autocorrelation_time,
+    batch_means,
+    make_kernel,
+)
 from .state import ChainState
 from .tempering import ParallelTempering, tempering_betas
 

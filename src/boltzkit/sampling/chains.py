@@ -34,20 +34,20 @@ class PersistentChains:
     def state(self, value: Tensor | None) -> None:
         self.chains = None if value is None else ChainState(value)
 
-    def initialise(self, model: "EnergyModel", v_data: Tensor,
+    def initialise(self, model: EnergyModel, v_data: Tensor,
                    generator: torch.Generator | None = None) -> ChainState:
         self.chains = model.init_chains(v_data, self.n_chains or v_data.shape[0], generator)
         return self.chains
 
-    def _ready(self, model: "EnergyModel", v_data: Tensor, generator: torch.Generator | None) -> None:
+    def _ready(self, model: EnergyModel, v_data: Tensor, generator: torch.Generator | None) -> ChainState:
         if self.chains is None or self.chains.visible.shape[1] != v_data.shape[1]:
-            self.initialise(model, v_data, generator)
+            return self.initialise(model, v_data, generator)
+        return self.chains
 
-    def advance(self, model: "EnergyModel", v_data: Tensor, steps: int,
+    def advance(self, model: EnergyModel, v_data: Tensor, steps: int,
                 generator: torch.Generator | None = None) -> ChainState:
         """Move every chain ``steps`` transitions and return the new state."""
-        self._ready(model, v_data, generator)
-        self.chains = model.advance(self.chains, steps, generator)
+        self.chains = model.advance(self._ready(model, v_data, generator), steps, generator)
         return self.chains
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -40,8 +40,9 @@ averages) and :func:`autocorrelation_time`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -167,7 +168,8 @@ class Langevin(_StepSizeKernel):
         check_float("noise_scale", self.noise_scale, 0.0, optional=True)
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x, eps = state.visible, state.layers["step_size"].unsqueeze(1)
         scale = torch.sqrt(2 * eps) if self.noise_scale is None else torch.full_like(eps, self.noise_scale)
@@ -221,7 +223,8 @@ class MALA(_AdaptiveKernel):
         return (u - uy) + forward - backward
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x, eps = state.visible, state.layers["step_size"].unsqueeze(1)
         u, grad = energy_and_grad(energy, x)
@@ -264,7 +267,8 @@ class HMC(_AdaptiveKernel):
         return u + 0.5 * (p * p / mass).sum(1)
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x, eps = state.visible, state.layers["step_size"].unsqueeze(1)
         mass = torch.as_tensor(self.mass, dtype=x.dtype, device=x.device)
@@ -347,7 +351,8 @@ class Gibbs(_SiteKernel):
     metropolis: ClassVar[bool] = False
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x, k = state.visible, self._k
         n, sites = x.shape[0], self._sites(x)
@@ -376,7 +381,8 @@ class Metropolis(_SiteKernel):
     name: ClassVar[str] = "metropolis"
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x, k = state.visible, self._k
         n, sites = x.shape[0], self._sites(x)
@@ -420,7 +426,8 @@ class GibbsWithGradients(_SiteKernel):
         return (u - uy) + backward - forward
 
     @torch.no_grad()
-    def run(self, energy, state, steps, generator=None, bounds=None):
+    def run(self, energy: Energy, state: ChainState, steps: int, generator: torch.Generator | None = None,
+            bounds: Bounds = None) -> ChainState:
         state = self.init(state)
         x = state.visible
         n = x.shape[0]
@@ -455,9 +462,9 @@ def make_kernel(name: str | dict[str, Any], **options: Any) -> Kernel:
     if isinstance(name, dict):
         options = {**{k: v for k, v in name.items() if k != "name"}, **options}
         name = name.get("name", "")
-    check_choice("sampler", name, KERNELS)
+    kind: str = check_choice("sampler", name, KERNELS)
     try:
-        return KERNELS[name](**options)
+        return KERNELS[kind](**options)
     except TypeError as e:
         raise ConfigurationError(f"bad option for the {name} sampler: {e}") from None
 

@@ -30,18 +30,18 @@ class ChainState:
     def get(self, name: str) -> Tensor | None:
         return self.visible if name == "visible" else self.layers.get(name)
 
-    def replace(self, visible: Tensor, **layers: Tensor | None) -> "ChainState":
+    def replace(self, visible: Tensor, **layers: Tensor | None) -> ChainState:
         """A new state with ``visible`` and the given layers (a layer set to None is dropped)."""
         merged = {**self.layers, **layers}
         return ChainState(visible, {k: v for k, v in merged.items() if v is not None})
 
-    def clone(self) -> "ChainState":
+    def clone(self) -> ChainState:
         return ChainState(self.visible.clone(), {k: v.clone() for k, v in self.layers.items()})
 
-    def to(self, device: torch.device | str) -> "ChainState":
+    def to(self, device: torch.device | str) -> ChainState:
         return ChainState(self.visible.to(device), {k: v.to(device) for k, v in self.layers.items()})
 
-    def index(self, rows: Tensor) -> "ChainState":
+    def index(self, rows: Tensor) -> ChainState:
         """The chains at ``rows`` (reordering, as for tempering swaps)."""
         return ChainState(self.visible[rows], {k: v[rows] for k, v in self.layers.items()})
 
@@ -49,7 +49,7 @@ class ChainState:
         return {prefix: self.visible, **{f"{prefix}.{k}": v for k, v in self.layers.items()}}
 
     @classmethod
-    def from_state_dict(cls, tensors: dict[str, Tensor], prefix: str = "chains") -> "ChainState | None":
+    def from_state_dict(cls, tensors: dict[str, Tensor], prefix: str = "chains") -> ChainState | None:
         if prefix not in tensors:
             return None
         layers = {k.removeprefix(prefix + "."): v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
-
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from .chains import PersistentChains
@@ -90,7 +90,7 @@ class ParallelTempering(PersistentChains):
         """Fraction of accepted swaps for each pair (β_r, β_r+1); NaN where none was tried."""
         return self.swap_accepted.double() / self.swap_attempts.double()
 
-    def initialise(self, model: "EnergyModel", v_data: Tensor,
+    def initialise(self, model: EnergyModel, v_data: Tensor,
                    generator: torch.Generator | None = None) -> ChainState:
         """Every replica of a chain starts at the same training row."""
         rows = super().initialise(model, v_data, generator)
@@ -100,32 +100,40 @@ class ParallelTempering(PersistentChains):
 
     def model_samples(self) -> Tensor:
         """The β = 1 replicas (a view of the visible state)."""
-        return self.state[: self.state.shape[0] // self.replicas]
+        state = self._live().visible
+        return state[: state.shape[0] // self.replicas]
 
-    def advance(self, model: "EnergyModel", v_data: Tensor, steps: int,
+    def _live(self) -> ChainState:
+        if self.chains is None:
+            raise RuntimeError("the tempered chains have not started: call advance() or initialise() first")
+        return self.chains
+
+    def advance(self, model: EnergyModel, v_data: Tensor, steps: int,
                 generator: torch.Generator | None = None) -> ChainState:
         """``steps`` times: one transition of every replica, then one round of swaps.
 
         Returns the β = 1 replicas.
         """
-        self._ready(model, v_data, generator)
-        n = self.state.shape[0] // self.replicas
-        beta = self.betas.to(self.state.device, self.state.dtype).repeat_interleave(n).unsqueeze(1)
+        start = self._ready(model, v_data, generator).visible
+        n = start.shape[0] // self.replicas
+        beta = self.betas.to(start.device, start.dtype).repeat_interleave(n).unsqueeze(1)
         with torch.no_grad():
             for _ in range(steps):
-                self.chains = model.advance(self.chains, 1, generator, beta)
+                self.chains = model.advance(self._live(), 1, generator, beta)
                 self.swap(model, generator)
-        return self.chains.index(torch.arange(n, device=self.state.device)) if self.chains.layers \
+        chains = self._live()
+        return chains.index(torch.arange(n, device=chains.visible.device)) if chains.layers \
             else ChainState(self.model_samples())
 
-    def swap(self, model: "EnergyModel", generator: torch.Generator | None = None) -> None:
+    def swap(self, model: EnergyModel, generator: torch.Generator | None = None) -> None:
         """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2)."""
         R = self.replicas
         lower = list(range(self.parity, R - 1, 2))
         self.parity = 1 - self.parity
         if not lower:
             return
-        state, device = self.state, self.state.device
+        chains = self._live()
+        state, device = chains.visible, chains.visible.device
         n = state.shape[0] // R
         pairs = torch.tensor(lower, device=device)
         offsets = torch.arange(n, device=device)
@@ -144,7 +152,7 @@ class ParallelTempering(PersistentChains):
         perm = torch.arange(state.shape[0], device=device)
         perm[rows_i[accept]] = rows_j[accept]
         perm[rows_j[accept]] = rows_i[accept]
-        self.chains = self.chains.index(perm)
+        self.chains = chains.index(perm)
         counts = accept.reshape(len(lower), n).sum(1).cpu()
         self.swap_accepted[lower] += counts
         self.swap_attempts[lower] += n

@@ -11,7 +11,8 @@ tuples whose first element is the values (labels after it are ignored).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class BatchSource:
     def check(self, model: Any, name: str = "data") -> None:
         """Validate the data against the model once, before training."""
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "BatchSource":
+    def to(self, device: torch.device, dtype: torch.dtype) -> BatchSource:
         return self
 
     def mean(self) -> Tensor | None:
@@ -62,15 +63,19 @@ class TensorBatches(BatchSource):
         return self.values.shape[0]
 
     def batch(self, rows: Tensor) -> Batch:
-        pick = (lambda t: None if t is None else t.index_select(0, rows))
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.index_select(0, rows)
         return Batch(self.values.index_select(0, rows), pick(self.mask), pick(self.context))
 
     def check(self, model: Any, name: str | None = None) -> None:
         model.check_data(self.values, name or self.name)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "TensorBatches":
-        move = (lambda t: None if t is None else t.to(device, dtype).contiguous())
-        return TensorBatches(move(self.values), move(self.mask), move(self.context), self.name)
+    def to(self, device: torch.device, dtype: torch.dtype) -> TensorBatches:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, dtype).contiguous()
+
+        return TensorBatches(self.values.to(device, dtype).contiguous(), move(self.mask), move(self.context),
+                             self.name)
 
     def mean(self) -> Tensor:
         return self.values.mean(0)

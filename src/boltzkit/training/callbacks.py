@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -20,16 +21,16 @@ logger = logging.getLogger("boltzkit")
 class Callback:
     """Hooks called by :class:`~boltzkit.training.Trainer`; override what you need."""
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         """Before epoch ``epoch`` (1-based) runs: change the estimator, the schedule, …"""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Add entries to ``metrics`` or set ``trainer.stop = True``."""
 
-    def on_train_end(self, trainer: "Trainer") -> None:
+    def on_train_end(self, trainer: Trainer) -> None:
         """After the last epoch (or a stop); not called when training diverged."""
 
 
@@ -39,11 +40,11 @@ class PeriodicCallback(Callback):
     def __init__(self, every: int = 1) -> None:
         self.every = check_int("every", every, least=1)
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if epoch % self.every == 0 or epoch == trainer.config.epochs:
             self.measure(trainer, metrics)
 
-    def measure(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """Add entries to ``metrics``."""
         raise NotImplementedError
 
@@ -51,11 +52,11 @@ class PeriodicCallback(Callback):
 class MetricCallback(PeriodicCallback):
     """Records ``name: fn(rbm, data)`` at the end of every ``every``-th epoch."""
 
-    def __init__(self, name: str, fn: Callable[["Model", Tensor], float], data: Tensor, every: int = 1) -> None:
+    def __init__(self, name: str, fn: Callable[[Model, Tensor], float], data: Tensor, every: int = 1) -> None:
         super().__init__(every)
         self.name, self.fn, self.data = name, fn, data
 
-    def measure(self, trainer, metrics):
+    def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         data = self.data.to(trainer.device, trainer.dtype) if isinstance(self.data, Tensor) else self.data
         metrics[self.name] = self.fn(trainer.model, data)
 
@@ -87,7 +88,7 @@ class EarlyStopping(Callback):
         self._best_state: dict[str, Any] | None = None
         self._waited = 0
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         self._waited, self.stopped_epoch, self.message = 0, None, None
 
     def _improves(self, value: float) -> bool:
@@ -96,7 +97,7 @@ class EarlyStopping(Callback):
         return (value > self.best + self.min_delta if self.mode == "max"
                 else value < self.best - self.min_delta)
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if self.monitor not in metrics:
             return
         value = float(metrics[self.monitor])
@@ -113,14 +114,14 @@ class EarlyStopping(Callback):
                         f"than {self.min_delta:g} for {self.patience} evaluation(s)")
         self._finish(trainer)
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.patience is None and self.best_epoch is not None and self.best_epoch != trainer.epoch:
             self.message = f"kept the epoch with the best {self.monitor}"
             self._finish(trainer)
 
-    def _finish(self, trainer: "Trainer") -> None:
+    def _finish(self, trainer: Trainer) -> None:
         if self.best_epoch is not None:
-            self.message += f"; best {self.best:.6g} at epoch {self.best_epoch}"
+            self.message = f"{self.message or ''}; best {self.best:.6g} at epoch {self.best_epoch}"
             if self.restore_best and self._best_state is not None:
                 trainer.restore(self._best_state)
                 self.message += (f"; restored the parameters (with momentum buffers and chains) "
@@ -144,7 +145,7 @@ class LikelihoodGuard(Callback):
         self.monitor = monitor
         self.floor = check_float("floor", floor, optional=True)
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         value = metrics.get(self.monitor)
         if value is None:
             return

@@ -63,7 +63,7 @@ class TrainingConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
         """A config from saved values; unknown names are refused with the list of known ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..models.base import EnergyModel
 
 
-def write_gradient(model: "EnergyModel", v_pos: Tensor, v_neg: Tensor, pos_field: Tensor | None = None,
+def write_gradient(model: EnergyModel, v_pos: Tensor, v_neg: Tensor, pos_field: Tensor | None = None,
                    offsets: tuple[Tensor, Tensor] | None = None) -> None:
     """Set ``p.grad = ∇θ [mean F(v⁺) − mean F(v⁻)]`` (see the model's ``write_gradient``)."""
     model.write_gradient(v_pos, ChainState(v_neg), pos_field, offsets)
@@ -39,11 +39,11 @@ class Estimator:
 
     name = "base"
     #: offsets of the centered gradient, or None for the ordinary gradient (see :meth:`center`)
-    centering: "Centering | None" = None
+    centering: Centering | None = None
     #: sparsity penalty added to the gradient, or None (see :meth:`sparsify`)
-    sparsity: "SparsityPenalty | None" = None
+    sparsity: SparsityPenalty | None = None
 
-    def negative_phase(self, model: "EnergyModel", v_data: Tensor, positive: Any,
+    def negative_phase(self, model: EnergyModel, v_data: Tensor, positive: Any,
                        generator: torch.Generator | None, mask: Tensor | None) -> ChainState:
         """Chain state whose visible rows v⁻ stand in for the model distribution."""
         raise NotImplementedError
@@ -52,7 +52,7 @@ class Estimator:
         """Rows one update pushes through the model (for the thread rule)."""
         return batch_size
 
-    def step(self, model: "EnergyModel", v_data: Tensor, generator: torch.Generator | None = None,
+    def step(self, model: EnergyModel, v_data: Tensor, generator: torch.Generator | None = None,
              mask: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         """Fill ``.grad`` of ``model``'s parameters for one batch; returns the negative samples.
 
@@ -72,7 +72,7 @@ class Estimator:
                 self.sparsity.add_gradient(model, v_data, positive)
         return negative.visible
 
-    def center(self, rate: float = 0.01) -> "Estimator":
+    def center(self, rate: float = 0.01) -> Estimator:
         """Write centered gradients from now on (see :class:`Centering`); returns ``self``."""
         self.centering = Centering(rate)
         return self
@@ -81,7 +81,7 @@ class Estimator:
         """Diagnostics of the negative phase for the training log (none by default)."""
         return {}
 
-    def sparsify(self, target: float, cost: float = 0.1, decay: float = 0.95) -> "Estimator":
+    def sparsify(self, target: float, cost: float = 0.1, decay: float = 0.95) -> Estimator:
         """Add the sparsity penalty of :class:`SparsityPenalty` to every gradient; returns ``self``."""
         self.sparsity = SparsityPenalty(target, cost, decay)
         return self
@@ -90,7 +90,8 @@ class Estimator:
         """What a bit-for-bit resume needs: centering offsets and sparsity estimate (if used),
         plus the subclass's chains."""
         state: dict[str, Tensor] = {}
-        if self.centering is not None and self.centering.visible_offset is not None:
+        if self.centering is not None and self.centering.visible_offset is not None \
+                and self.centering.hidden_offset is not None:
             state["centering_visible"] = self.centering.visible_offset
             state["centering_hidden"] = self.centering.hidden_offset
         if self.sparsity is not None and self.sparsity.estimate is not None:
@@ -123,7 +124,8 @@ class ContrastiveDivergence(Estimator):
         self.k = check_int("k", k, least=1)
         self.visible = check_choice("visible", visible, ("sample", "mean"))
 
-    def negative_phase(self, model, v_data, positive, generator, mask):
+    def negative_phase(self, model: EnergyModel, v_data: Tensor, positive: Any,
+                       generator: torch.Generator | None, mask: Tensor | None) -> ChainState:
         start = model.chain_start(v_data, positive, generator)  # RBM: h from the data-side field
         return model.advance(start, self.k, generator, mask=mask, final_mean=self.visible == "mean")
 
@@ -141,7 +143,8 @@ class PersistentContrastiveDivergence(Estimator):
     def rows(self, batch_size: int) -> int:
         return max(batch_size, self.chains.n_chains or 0)
 
-    def negative_phase(self, model, v_data, positive, generator, mask):
+    def negative_phase(self, model: EnergyModel, v_data: Tensor, positive: Any,
+                       generator: torch.Generator | None, mask: Tensor | None) -> ChainState:
         if mask is not None:
             raise ConfigurationError("persistent chains cannot follow per-example masks; use CD")
         return self.chains.advance(model, v_data, self.k, generator)
@@ -161,7 +164,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {"cd": ContrastiveDivergence,
 def make_estimator(method: str, k: int = 1, n_chains: int | None = None, *,
                    centered: bool = False, centering_rate: float = 0.01,
                    sparsity_target: float | None = None, sparsity_cost: float = 0.1,
-                   sparsity_decay: float = 0.95, **options) -> Estimator:
+                   sparsity_decay: float = 0.95, **options: Any) -> Estimator:
     """Build an estimator by name (``cd``, ``pcd``, ``pt``, ``fpcd`` and any registered in
     :data:`ESTIMATORS`); ``options`` go to its constructor (``pt``: ``replicas``, ``betas``,
     ``spacing``, ``beta_min``; ``fpcd``: ``fast_lr``, ``fast_decay``).  ``centered=True``
@@ -169,7 +172,8 @@ def make_estimator(method: str, k: int = 1, n_chains: int | None = None, *,
     ``centering_rate``); a ``sparsity_target`` adds :class:`SparsityPenalty`."""
     if method not in ESTIMATORS:
         raise ConfigurationError(f"unknown method {method!r}; choose from {', '.join(ESTIMATORS)}")
-    cls = ESTIMATORS[method]
+    cls: Any = ESTIMATORS[method]  # constructors differ: CD takes no n_chains
+    estimator: Estimator
     if cls is ContrastiveDivergence:
         estimator = cls(k=k, **options)
     else:
@@ -196,7 +200,7 @@ class ParallelTemperingEstimator(PersistentContrastiveDivergence):
         super().__init__(k, n_chains)
         if betas is None:
             betas = tempering_betas(replicas, spacing, beta_min)
-        self.chains = ParallelTempering(betas, n_chains)
+        self.chains: ParallelTempering = ParallelTempering(betas, n_chains)
 
     @property
     def swap_rates(self) -> Tensor:
@@ -245,7 +249,7 @@ class FastPersistentContrastiveDivergence(PersistentContrastiveDivergence):
         self.fast: dict[str, Tensor] = {}
         self._loaded: dict[str, Tensor] = {}
 
-    def _fast(self, model: "EnergyModel") -> dict[str, Tensor]:
+    def _fast(self, model: EnergyModel) -> dict[str, Tensor]:
         """θ_fast under the parameter names of ``model`` (zeros, or what was loaded)."""
         named = dict(model.named_parameters())
         if self.fast.keys() != named.keys() or any(
@@ -258,7 +262,8 @@ class FastPersistentContrastiveDivergence(PersistentContrastiveDivergence):
             self.fast, self._loaded = fast, {}
         return self.fast
 
-    def negative_phase(self, model, v_data, positive, generator, mask):
+    def negative_phase(self, model: EnergyModel, v_data: Tensor, positive: Any,
+                       generator: torch.Generator | None, mask: Tensor | None) -> ChainState:
         fast = self._fast(model)
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -271,7 +276,7 @@ class FastPersistentContrastiveDivergence(PersistentContrastiveDivergence):
                 for n, p in params.items():
                     p.copy_(saved[n])
 
-    def step(self, model: "EnergyModel", v_data: Tensor, generator: torch.Generator | None = None,
+    def step(self, model: EnergyModel, v_data: Tensor, generator: torch.Generator | None = None,
              mask: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         v_neg = super().step(model, v_data, generator, mask, context)
         with torch.no_grad():

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from typing import TYPE_CHECKING
-
 from ..validation import check_float
-
-if TYPE_CHECKING:
-    from ..models.rbm import RBM
 
 
 class Centering:
@@ -34,21 +31,23 @@ class Centering:
         self.visible_offset: Tensor | None = None
         self.hidden_offset: Tensor | None = None
 
-    def update(self, rbm: "RBM", v_data: Tensor, hidden_field: Tensor) -> tuple[Tensor, Tensor]:
+    def update(self, rbm: Any, v_data: Tensor, hidden_field: Tensor) -> tuple[Tensor, Tensor]:
         """Slide the offsets towards this batch's means and return (μ_v, μ_h).
 
         A model with ``centering_means(v_data, positive)`` gives the two batch means itself
         (a DBM: every hidden layer's mean-field means side by side)."""
-        if hasattr(rbm, "centering_means"):
-            mean_v, mean_h = rbm.centering_means(v_data, hidden_field)
+        centering_means = getattr(rbm, "centering_means", None)
+        if centering_means is not None:
+            mean_v, mean_h = centering_means(v_data, hidden_field)
         else:
             mean_v, mean_h = v_data.mean(0), rbm.hidden.mean(hidden_field).mean(0)
-        if self.visible_offset is None or self.visible_offset.shape != mean_v.shape:
-            self.visible_offset, self.hidden_offset = mean_v.clone(), mean_h.clone()
+        visible, hidden = self.visible_offset, self.hidden_offset
+        if visible is None or hidden is None or visible.shape != mean_v.shape:
+            visible, hidden = self.visible_offset, self.hidden_offset = mean_v.clone(), mean_h.clone()
         else:
-            self.visible_offset.lerp_(mean_v, self.rate)
-            self.hidden_offset.lerp_(mean_h, self.rate)
-        return self.visible_offset, self.hidden_offset
+            visible.lerp_(mean_v, self.rate)
+            hidden.lerp_(mean_h, self.rate)
+        return visible, hidden
 
 
 class SparsityPenalty:
@@ -75,7 +74,7 @@ class SparsityPenalty:
         self.target, self.cost, self.decay = float(target), float(cost), float(decay)
         self.estimate: Tensor | None = None
 
-    def update(self, rbm: "RBM", v_data: Tensor, hidden_field: Tensor) -> Tensor:
+    def update(self, rbm: Any, v_data: Tensor, hidden_field: Tensor) -> Tensor:
         """Slide q towards this batch's mean hidden activity and return it."""
         mean_h = rbm.hidden.mean(hidden_field).mean(0)
         if self.estimate is None or self.estimate.shape != mean_h.shape:
@@ -84,9 +83,11 @@ class SparsityPenalty:
             self.estimate.lerp_(mean_h, 1.0 - self.decay)
         return self.estimate
 
-    def add_gradient(self, rbm: "RBM", v_data: Tensor, hidden_field: Tensor) -> None:
+    def add_gradient(self, rbm: Any, v_data: Tensor, hidden_field: Tensor) -> None:
         """Update q, then add cost·(q − p) to ∇c and cost·φ̄(v)(q − p)ᵀ to ∇W in place."""
         with torch.no_grad():
             excess = (self.update(rbm, v_data, hidden_field) - self.target) * self.cost
-            rbm.hidden.bias.grad.add_(excess)
-            rbm.weight.grad.add_(torch.outer(rbm.visible.statistic(v_data).mean(0), excess))
+            grad_c, grad_w = rbm.hidden.bias.grad, rbm.weight.grad
+            assert grad_c is not None and grad_w is not None  # the estimator has written the loss gradient
+            grad_c.add_(excess)
+            grad_w.add_(torch.outer(rbm.visible.statistic(v_data).mean(0), excess))

@@ -12,7 +12,7 @@ batch, and the restarts keep some negatives exploring away from the modes the ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -46,22 +46,25 @@ class ReplayBuffer(Estimator):
     def rows(self, batch_size: int) -> int:
         return self.n_chains or batch_size
 
-    def negative_phase(self, model: "EnergyModel", v_data, positive, generator, mask) -> ChainState:
+    def negative_phase(self, model: EnergyModel, v_data: Tensor, positive: Any,
+                       generator: torch.Generator | None, mask: Tensor | None) -> ChainState:
         if mask is not None:
             raise ConfigurationError("the replay buffer cannot follow per-example masks")
-        if not hasattr(model, "random_states"):
+        random_states = getattr(model, "random_states", None)
+        if random_states is None:
             raise ConfigurationError(f"the replay buffer needs fresh noise from the model: {type(model).__name__} has "
                                      f"no random_states(n, data, generator); use cd or pcd")
         n = min(self.n_chains or v_data.shape[0], self.buffer_size)
-        if self.buffer is None or self.buffer.shape[1] != v_data.shape[1]:
-            self.buffer = model.random_states(self.buffer_size, v_data, generator).visible.clone()
+        buffer = self.buffer
+        if buffer is None or buffer.shape[1] != v_data.shape[1]:
+            buffer = self.buffer = random_states(self.buffer_size, v_data, generator).visible.clone()
         device = generator.device if generator is not None else v_data.device
-        index = torch.randperm(self.buffer_size, generator=generator, device=device)[:n].to(self.buffer.device)
+        index = torch.randperm(self.buffer_size, generator=generator, device=device)[:n].to(buffer.device)
         fresh = torch.rand(n, generator=generator, device=device) < self.reinit
-        noise = model.random_states(n, v_data, generator).visible
-        start = torch.where(fresh.to(noise.device).unsqueeze(1), noise, self.buffer[index])
+        noise = random_states(n, v_data, generator).visible
+        start = torch.where(fresh.to(noise.device).unsqueeze(1), noise, buffer[index])
         state = model.advance(ChainState(start), self.k, generator)
-        self.buffer[index] = state.visible.detach()
+        buffer[index] = state.visible.detach()
         self._fresh += int(fresh.sum())
         self._drawn += n
         return state

@@ -10,24 +10,31 @@ Defaults follow Hinton's practical guide (2010) and Tieleman (2008): PCD-1, SGD 
 momentum 0.5 (0.9 was measured worse for PCD: BENCHMARKS.md), L2 weight decay on the weights
 only, visible biases started at the log-odds of the data marginals, and a learning rate that
 decays linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
+
+Under an initialised ``torch.distributed`` process group the loop is data parallel
+(:mod:`.distributed`): each rank takes its shard of every batch and the gradients are averaged
+by one all-reduce before the optimizer step; in a single process nothing changes.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, DivergenceError
+from ..errors import CheckpointError, ConfigurationError, DivergenceError
 from ..models.units import all_finite
 from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source
 from .callbacks import Callback
 from .config import TrainingConfig
+from .distributed import RANK_PREFIX, DataParallel, local_training_state, rank_seed, split_ranks
 from .gradient import build_estimator
 from .threads import threads_for_update, torch_threads
 
@@ -96,14 +103,27 @@ class Trainer:
         self._scheduler_per_epoch = False
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.shuffle_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        #: data parallelism under an initialised torch.distributed process group (else None):
+        #: per-rank sampling stream (all ranks shuffle alike), B / W rows and n_chains / W chains
+        self.distributed = DataParallel.current()
+        if self.distributed is not None:
+            self.generator.manual_seed(rank_seed(cfg.seed, self.distributed.rank))
+            self.distributed.local_batch(cfg.batch_size)
         if self.estimator is None:
-            self.estimator = default_step(self.model, cfg)
+            self.estimator = default_step(self.model, self._local_config())
         elif cfg.sparsity_target is not None and getattr(self.estimator, "sparsity", False) is None:
             self.estimator.sparsify(cfg.sparsity_target, cfg.sparsity_cost, cfg.sparsity_decay)
         if self.optimizer is None:
             self.optimizer = make_sgd(self.model, cfg)
         if hasattr(self.estimator, "bind"):  # a step that needs the trainer (a GAN's extra optimizers)
             self.estimator.bind(self)
+
+    def _local_config(self) -> TrainingConfig:
+        """The config one rank's estimator is built from: n_chains / W persistent chains."""
+        if self.distributed is None or hasattr(self.model, "loss"):
+            return self.config
+        return dataclasses.replace(self.config, n_chains=self.distributed.local_chains(
+            self.config.n_chains or self.config.batch_size))
 
     @property
     def rbm(self) -> Any:
@@ -162,13 +182,20 @@ class Trainer:
         a persistent method needs, RNG states of the right size — and a damaged state raises
         :class:`~boltzkit.errors.CheckpointError` with nothing changed.
         """
-        self._check_training_state(tensors, state)
+        restarted = False
+        if self.distributed is not None or any(name.startswith("rank") for name in tensors):
+            self._check_saved_ranks(tensors)
+            epoch = state.get("epoch", 0) if isinstance(state, dict) else 0
+            tensors, restarted = local_training_state(tensors, self.distributed, self.config.seed,
+                                                      epoch if isinstance(epoch, int) else 0, self.device)
+        self._check_training_state(tensors, state, chains_required=not restarted)
         try:
             self._load_training_state(tensors, state)
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
             raise CheckpointError(f"the training state is damaged ({e}); start a new run") from None
 
-    def _check_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+    def _check_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any],
+                              chains_required: bool = True) -> None:
         def bad(why: str) -> CheckpointError:
             return CheckpointError(f"the training state is damaged: {why}; start a new run")
 
@@ -206,8 +233,72 @@ class Trainer:
         width = getattr(getattr(self.model, "visible", None), "dim", None)
         if chains is not None and width is not None and (chains.dim() != 2 or chains.shape[1] != width):
             raise bad(f"the persistent chains have shape {tuple(chains.shape)}, the model {width} visible columns")
-        if chains is None and epoch > 0 and hasattr(self.estimator, "chains"):
+        if chains is None and epoch > 0 and hasattr(self.estimator, "chains") and chains_required:
             raise bad("the persistent chains are missing")
+        self._check_estimator_shapes(tensors, bad)
+
+    def _estimator_rows(self) -> tuple[int | None, int]:
+        """(chains per temperature this process keeps, temperatures): rows of a chain tensor are
+        their product (PT keeps R replicas of n chains; PCD R = 1); None when not fixed yet."""
+        sampler = getattr(self.estimator, "chains", None)
+        betas = getattr(sampler, "betas", None)
+        return getattr(sampler, "n_chains", None), (len(betas) if betas is not None else 1)
+
+    def _check_estimator_shapes(self, tensors: dict[str, Tensor], bad: Any, n_chains: int | None = None,
+                                prefix: str = "") -> None:
+        """Estimator tensors the trainer cannot compare with its own before the first update:
+        chain rows = n_chains × temperatures, ``swap_*`` = (temperatures − 1,), each ``fast_<p>``
+        the shape of parameter p, centering offsets (V,) and (H,), sparsity estimate (H,).
+        ``n_chains`` defaults to this process's; ``prefix`` names another rank's tensors."""
+        local, replicas = self._estimator_rows()
+        n = n_chains if n_chains is not None else local
+        params = {name.replace(".", "_"): tuple(p.shape) for name, p in self.model.named_parameters()}
+        visible = getattr(getattr(self.model, "visible", None), "dim", None)
+        hidden = getattr(getattr(self.model, "hidden", None), "dim", None)
+        sizes = {"centering_visible": visible, "centering_hidden": hidden, "sparsity_estimate": hidden}
+        for name, value in tensors.items():
+            if not name.startswith("estimator."):
+                continue
+            key, shown = name.removeprefix("estimator."), prefix + name
+            shape = tuple(value.shape)
+            if key == "chains" or key.startswith("chains."):
+                if n and (value.dim() != 2 or shape[0] != n * replicas):
+                    held = shape[0] if value.dim() else 0
+                    raise bad(f"{shown!r} holds {held} chains, the run keeps {n * replicas}"
+                              + (f" ({n} at each of {replicas} temperatures)" if replicas > 1 else ""))
+            elif key in ("swap_accepted", "swap_attempts"):
+                if shape != (max(replicas - 1, 0),):
+                    raise bad(f"{shown!r} has shape {shape} for {replicas} temperatures")
+            elif key.startswith("fast_"):
+                want = params.get(key[len("fast_"):])
+                if want is None:
+                    raise bad(f"{shown!r} names no parameter of the model")
+                if shape != want:
+                    raise bad(f"{shown!r} has shape {shape}, expected {want}")
+            elif isinstance(sizes.get(key), int) and shape != (sizes[key],):
+                raise bad(f"{shown!r} has shape {shape}, expected ({sizes[key]},)")
+
+    def _check_saved_ranks(self, tensors: dict[str, Tensor]) -> None:
+        """A state gathered from W' processes (``rank<r>.estimator.…``): every saved rank's
+        estimator tensors fit the run (n_chains / W' chains each, the same layer widths), checked
+        before they are pooled or split, so every process refuses a damaged state alike."""
+        def bad(why: str) -> CheckpointError:
+            return CheckpointError(f"the training state is damaged: {why}; start a new run")
+
+        _, saved = split_ranks(tensors)
+        local, _ = self._estimator_rows()
+        total = local * (self.distributed.world if self.distributed is not None else 1) if local else None
+        if total is not None and total % len(saved):
+            raise bad(f"it was written by {len(saved)} processes, which cannot share the run's {total} chains")
+        first = saved[0]
+        for rank, part in enumerate(saved):
+            self._check_estimator_shapes(part, bad, total // len(saved) if total else None,
+                                         f"{RANK_PREFIX}{rank}." if rank else "")
+            for name, value in part.items():
+                if name.startswith("estimator.chains") and name in first \
+                        and tuple(value.shape[1:]) != tuple(first[name].shape[1:]):
+                    raise bad(f"'{RANK_PREFIX}{rank}.{name}' has shape {tuple(value.shape)}, rank 0's "
+                              f"{tuple(first[name].shape)}")
 
     def _load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for prefix, optimizer in self._optimizers().items():
@@ -285,7 +376,10 @@ class Trainer:
         if probe is None:
             return True
         with torch.no_grad():
-            return all_finite(self.model.free_energy(probe))
+            try:
+                return all_finite(self.model.free_energy(probe))
+            except ConfigurationError:  # no tractable free energy (a DBM too large to enumerate)
+                return True
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, data: Any, check_every: int = 100) -> list[dict[str, float]]:
@@ -316,8 +410,11 @@ class Trainer:
         bar = _progress(cfg.epochs * batches, self.epoch * batches, self.progress)
         good = self.snapshot()
         work = self.model.work_per_row() if hasattr(self.model, "work_per_row") else None
-        threads = cfg.threads or (threads_for_update(self.estimator.rows(cfg.batch_size), work, 1, self.device)
+        rows = cfg.batch_size if self.distributed is None else self.distributed.local_batch(cfg.batch_size)
+        threads = cfg.threads or (threads_for_update(self.estimator.rows(rows), work, 1, self.device)
                                   if work else None)
+        if self.distributed is not None:  # every rank starts from rank 0's parameters
+            self.distributed.broadcast_parameters(self.model)
         while self.epoch < cfg.epochs and not self.stop:
             epoch = self.epoch + 1
             for callback in self.callbacks:
@@ -327,7 +424,10 @@ class Trainer:
                 bar.set_description(f"epoch {epoch}/{cfg.epochs}")
             if shuffled:
                 order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
-                epoch_batches: Iterable[Batch] = (source.batch(rows) for rows in order.split(cfg.batch_size))
+                size = cfg.batch_size
+                if self.distributed is not None:  # this rank's rows, B / world per batch
+                    order, size = self.distributed.shard(order), self.distributed.local_batch(size)
+                epoch_batches: Iterable[Batch] = (source.batch(rows) for rows in order.split(size))
             else:
                 epoch_batches = self._checked(source)
             with torch_threads(threads):
@@ -361,8 +461,10 @@ class Trainer:
         """A loader's batches, each checked against the model and moved to its device."""
         for batch in source:
             self.model.check_data(batch.values, source.name)
-            move = (lambda t: None if t is None else t.to(self.device, self.dtype))
-            yield Batch(move(batch.values), move(batch.mask), move(batch.context))
+            yield Batch(batch.values.to(self.device, self.dtype), self._move(batch.mask), self._move(batch.context))
+
+    def _move(self, t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(self.device, self.dtype)
 
     def _run_epoch(self, batches: Iterable[Batch], epoch: int, good: dict[str, Any], bar: Any,
                    check_every: int) -> None:
@@ -375,6 +477,8 @@ class Trainer:
             except RuntimeError:  # e.g. NaN probabilities from diverged parameters
                 self._check(good, f"in epoch {epoch}, batch {i + 1}")
                 raise
+            if self.distributed is not None:
+                self.distributed.all_reduce_gradients(self.model)
             self.optimizer.step()
             if per_update:
                 self.scheduler.step()

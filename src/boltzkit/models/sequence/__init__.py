@@ -1,4 +1,5 @@
-"""Recurrent networks (and the RTRBM / RNN-RBM of :mod:`.rnn_rbm`): the lecture's RNN with explicit BPTT, the LSTM, gradient-flow diagnostics.
+"""Recurrent networks (and the RTRBM / RNN-RBM of :mod:`.rnn_rbm`): the lecture's RNN with explicit BPTT,
+the LSTM, gradient-flow diagnostics.
 
 - :class:`RNN`, :class:`LSTM` (:mod:`.rnn`, :mod:`.lstm`): cells driven one step at a time
   (``initial_state``, ``step``, ``hidden``) plus an output layer and the labelling
@@ -14,19 +15,25 @@
 from .base import LOSSES, OUTPUTS, TASKS, SequenceModel
 from .batches import SequenceBatches, pad_sequences
 from .bptt import bptt_gradients, output_error
-from .diagnostics import (GradientFlow, gradient_flow, jacobian_norms, lag_contribution_matrices,
-                          lag_contributions, plot_gradient_flow)
+from .diagnostics import (
+    GradientFlow,
+    gradient_flow,
+    jacobian_norms,
+    lag_contribution_matrices,
+    lag_contributions,
+    plot_gradient_flow,
+)
 from .lstm import LSTM
-from .rnn import RNN
-from .rnn_rbm import (RNNRBM, RTRBM, RecurrentRBM, RecurrentRBMStep, exact_log_likelihood,
-                      log_partition_enumerated)
 from .rbm_evaluation import evaluate_recurrent_rbm
 from .rbm_training import RecurrentRBMValidation, fit_recurrent_rbm, pretrain_rbm
+from .rnn import RNN
+from .rnn_rbm import RNNRBM, RTRBM, RecurrentRBM, RecurrentRBMStep, exact_log_likelihood, log_partition_enumerated
 from .steps import SequenceStep
 from .training import ValidationLoss, evaluate_sequences, fit_sequences, make_optimizer
 
 __all__ = ["RNN", "LSTM", "SequenceModel", "SequenceBatches", "SequenceStep", "GradientFlow", "TASKS", "OUTPUTS",
-           "LOSSES", "bptt_gradients", "output_error", "gradient_flow", "jacobian_norms", "lag_contributions", "lag_contribution_matrices",
+           "LOSSES", "bptt_gradients", "output_error", "gradient_flow", "jacobian_norms", "lag_contributions",
+           "lag_contribution_matrices",
            "plot_gradient_flow", "pad_sequences", "evaluate_sequences", "fit_sequences", "make_optimizer",
            "ValidationLoss", "RNNRBM", "RTRBM", "RecurrentRBM", "RecurrentRBMStep", "exact_log_likelihood",
            "log_partition_enumerated", "evaluate_recurrent_rbm", "RecurrentRBMValidation", "fit_recurrent_rbm",

@@ -14,7 +14,8 @@ on demand, so memory holds the sequences once, unpadded.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,8 +146,9 @@ class SequenceBatches(BatchSource):
         """Widths against the model (``model.check_source``)."""
         model.check_source(self, name or self.name)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "SequenceBatches":
-        move = (lambda ts: None if ts is None else [t.to(device, dtype) for t in ts])
+    def to(self, device: torch.device, dtype: torch.dtype) -> SequenceBatches:
+        def move(ts: list[Tensor] | None) -> list[Tensor] | None:
+            return None if ts is None else [t.to(device, dtype) for t in ts]
         out = object.__new__(SequenceBatches)
         out.__dict__.update(self.__dict__)
         out.inputs, out.targets = move(self.inputs), move(self.targets)

@@ -24,6 +24,7 @@ with a_k the pre-activation that h_{k−1} enters (RNN: z_k; LSTM: the four gate
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ class GradientFlow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (per-lag mean/max norms, bound, contributions)."""
         bound = self.bound
-        clean = (lambda a: [None if not math.isfinite(v) else float(v) for v in a])
+        def clean(a: Iterable[float]) -> list[float | None]:
+            return [None if not math.isfinite(v) else float(v) for v in a]
         return {"model": self.model, "beta_w": self.beta_w, "beta_s": self.beta_s,
                 "norm_mean_by_lag": clean(self.by_lag("mean")), "norm_max_by_lag": clean(self.by_lag("max")),
                 "bound_by_lag": None if bound is None else clean(bound),

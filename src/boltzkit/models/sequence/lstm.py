@@ -114,7 +114,7 @@ class LSTM(SequenceModel):
         def one(xi: Tensor, si: Tensor) -> Tensor:
             return self.state_vector(self.step(xi[None], self.vector_state(si[None])))[0]
         s = self.state_vector(state)
-        return torch.stack([torch.autograd.functional.jacobian(lambda v: one(x[i], v), s[i], vectorize=True)
+        return torch.stack([torch.autograd.functional.jacobian(lambda v, i=i: one(x[i], v), s[i], vectorize=True)
                             for i in range(s.shape[0])])
 
     def torch_layout(self) -> dict[str, Tensor]:
@@ -142,7 +142,7 @@ class LSTM(SequenceModel):
         return {**self._base_config(), "forget_bias": self.forget_bias}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "LSTM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> LSTM:
         return cls(int(config["n_input"]), int(config["n_hidden"]), int(config["n_output"]),
                    output=config.get("output", "softmax"), loss=config.get("loss", "cross_entropy"),
                    task=config.get("task", "next_step"), bias=bool(config.get("bias", True)),

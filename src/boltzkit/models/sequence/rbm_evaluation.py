@@ -3,8 +3,13 @@
 NLL per step = −(1/N) Σ_{frames} log p(v_t | v_<t),  log p = −F_t(v_t) − log Z_t, pooled over all
 N real frames.  Each step's log Z_t is exact (:func:`boltzkit.evaluation.exact.log_partition` on
 the step's :class:`~boltzkit.models.RBM`) when its smaller layer has at most ``max_bits`` units,
-else forward AIS (:func:`boltzkit.evaluation.ais.ais`); the AIS intervals (±3 s.e. of each
-step's mean weight) are summed over frames into an interval of the NLL (a conservative union).
+else forward AIS (:func:`boltzkit.evaluation.ais.ais`).  With AIS, the steps' runs are
+independent, so the NLL's standard error is σ = √(Σ_t s_t²) / N with s_t = se(w_t) / mean(w_t),
+the delta-method standard error of log Ẑ_t, and the interval is NLL ± 3σ.  (Adding each step's
+own interval log(mean ± 3 se) instead would treat the N errors as perfectly correlated — √N
+times too wide — and give −∞ as soon as one step has mean − 3 se ≤ 0, as a step with a single
+dominant weight among a few chains does.)  Forward AIS under-estimates log Z in expectation
+(Jensen), so a short schedule makes the NLL optimistic beyond this interval.
 
 Frame accuracy (Bay et al. 2009) = TP / (TP + FP + FN) summed over frames, the predicted frame
 being E[v_t | v_<t] > 0.5, E estimated by the mean of E[v | h] over ``predict_steps`` Gibbs
@@ -13,9 +18,11 @@ sweeps of the step's RBM started at v_{t−1}.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ...evaluation import exact
 from ...evaluation.ais import ais
@@ -23,20 +30,33 @@ from ...validation import check_int
 from .batches import SequenceBatches
 from .rnn_rbm import RecurrentRBM
 
+#: half-width of the NLL interval, in standard errors (as the AIS intervals of boltzkit.evaluation.ais)
+N_STANDARD_ERRORS = 3.0
+
+
+def log_mean_variance(log_weights: Tensor) -> float:
+    """(se(w) / mean(w))², the delta-method variance of log mean(w), from the log-weights of one AIS
+    run (inf for a single chain)."""
+    n = log_weights.numel()
+    if n < 2:
+        return math.inf
+    w = torch.exp(log_weights.double() - log_weights.max())
+    return float(w.var(unbiased=True) / (n * w.mean() ** 2))
+
 
 @torch.no_grad()
 def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bits: int = 20,
                            ais_chains: int = 32, ais_betas: int = 1000, predict_steps: int = 20,
                            seed: int = 0, batch_size: int = 32) -> dict[str, Any]:
     """``nll_per_step``, ``frame_accuracy``, ``frames``, ``log_z`` ("exact" or "ais") and, with
-    AIS, ``nll_low`` / ``nll_high`` (module docstring)."""
+    AIS, ``nll_se`` and the interval ``nll_low`` / ``nll_high`` = NLL ∓ 3 ``nll_se`` (module docstring)."""
     check_int("predict_steps", predict_steps, least=1)
     w = model.rbm.weight
     data = data.to(w.device, w.dtype)
     generator = torch.Generator(w.device).manual_seed(seed)
     probe = model.step_rbm(model.rbm.visible.bias, model.rbm.hidden.bias)
     use_exact = exact.is_tractable(probe, max_bits)
-    total, low, high, frames, tp, fp, fn = 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0
+    total, variance, frames, tp, fp, fn = 0.0, 0.0, 0, 0.0, 0.0, 0.0
     for batch in data.chunks(batch_size):
         values, mask = batch.values, batch.mask
         b, c = model.biases(values)
@@ -58,17 +78,17 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         for i in range(vb.shape[0]):
             rbm = model.step_rbm(vb[i], vc[i])
             if use_exact:
-                log_z = lo = hi = exact.log_partition(rbm)
+                log_z = exact.log_partition(rbm)
             else:
                 r = ais(rbm, n_chains=ais_chains, betas=ais_betas, base_bias=vb[i], generator=generator)
-                log_z, lo, hi = r.log_z, r.log_z_low, r.log_z_high
-            f = float(neg_f[real][i])
-            total += log_z - f
-            low += lo - f
-            high += hi - f
+                log_z = r.log_z
+                variance += log_mean_variance(r.log_weights)
+            total += log_z - float(neg_f[real][i])
         frames += int(vb.shape[0])
     out: dict[str, Any] = {"nll_per_step": total / frames, "frame_accuracy": tp / max(tp + fp + fn, 1.0),
                            "frames": frames, "log_z": "exact" if use_exact else "ais"}
     if not use_exact:
-        out["nll_low"], out["nll_high"] = low / frames, high / frames
+        half = N_STANDARD_ERRORS * math.sqrt(variance) / frames
+        out["nll_se"] = math.sqrt(variance) / frames
+        out["nll_low"], out["nll_high"] = out["nll_per_step"] - half, out["nll_per_step"] + half
     return out

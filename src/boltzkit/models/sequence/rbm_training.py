@@ -11,6 +11,8 @@ optimizer over every parameter, keeping the epoch with the best validation NLL
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ...training import Callback, EarlyStopping, Trainer, TrainingConfig
@@ -52,20 +54,26 @@ def fit_recurrent_rbm(model: RecurrentRBM, train: SequenceBatches, valid: Sequen
                       epochs: int = 50, batch_size: int = 8, lr: float = 1e-3, optimizer: str = "adam", k: int = 15,
                       patience: int | None = 5, pretrain_epochs: int = 0, validate_every: int = 1,
                       ais_chains: int = 8, ais_betas: int = 100, seed: int = 0, threads: int | None = None,
-                      callbacks: list[Callback] = (), progress: bool = False) -> Trainer:
-    """Train ``model`` (module docstring); returns the trainer (``trainer.history``)."""
+                      callbacks: list[Callback] = (), progress: bool = False,
+                      resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Trainer:
+    """Train ``model`` (module docstring); returns the trainer (``trainer.history``).  ``resume`` =
+    ``trainer.training_state()`` of an interrupted run of the same settings: no pre-training,
+    training continues from its epoch up to ``epochs`` in all."""
     check_int("epochs", epochs, least=1)
     check_int("pretrain_epochs", pretrain_epochs, least=0)
-    if pretrain_epochs:
+    if pretrain_epochs and resume is None:
         pretrain_rbm(model, train, pretrain_epochs, seed=seed, progress=progress)
-    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, weight_decay=0.0, lr_schedule="constant",
-                            init_visible_bias=not pretrain_epochs, threads=threads, max_weight=1e4)
+    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, weight_decay=0.0,
+                            lr_schedule="constant", init_visible_bias=not pretrain_epochs, threads=threads,
+                            max_weight=1e4)
     extra: list[Callback] = []
     if valid is not None:
         extra.append(RecurrentRBMValidation(valid, validate_every, ais_chains, ais_betas))
         extra.append(EarlyStopping("valid_nll", patience, mode="min", verbose=True))
     trainer = Trainer(model, config, estimator=RecurrentRBMStep(k), optimizer=make_optimizer(model, optimizer, lr),
                       callbacks=extra + list(callbacks), progress=progress)
+    if resume is not None:
+        trainer.load_training_state(*resume)
     with flush_denormals():
         trainer.fit(train)
     return trainer

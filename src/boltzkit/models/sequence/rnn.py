@@ -137,7 +137,7 @@ class RNN(SequenceModel):
                 "identity_scale": self.identity_scale}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "RNN":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> RNN:
         return cls(int(config["n_input"]), int(config["n_hidden"]), int(config["n_output"]),
                    activation=config.get("activation", "tanh"), output=config.get("output", "softmax"),
                    loss=config.get("loss", "cross_entropy"), task=config.get("task", "next_step"),

@@ -216,7 +216,7 @@ class RTRBM(RecurrentRBM):
         return self._base_config()
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "RTRBM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> RTRBM:
         return cls(int(config["n_visible"]), int(config["n_hidden"]), seed=None,
                    dtype=parse_dtype(config.get("dtype", "float32")), device=device)
 
@@ -266,7 +266,7 @@ class RNNRBM(RecurrentRBM):
         return {**self._base_config(), "recurrence": self.recurrence}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "RNNRBM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> RNNRBM:
         return cls(int(config["n_visible"]), int(config["n_hidden"]), int(config["n_recurrent"]),
                    recurrence=config.get("recurrence", "rnn"), seed=None,
                    dtype=parse_dtype(config.get("dtype", "float32")), device=device)

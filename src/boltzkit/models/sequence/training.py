@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -116,14 +117,18 @@ def fit_sequences(model: SequenceModel, train: SequenceBatches, valid: SequenceB
                   clip: float | None = None, method: str = "autograd", truncation: int | None = None,
                   patience: int | None = 5, lr_schedule: str = "constant", seed: int = 0,
                   threads: int | None = None, callbacks: list[Callback] = (), progress: bool = False,
-                  max_weight: float = 1e4, init_output_bias: bool = True) -> Trainer:
+                  max_weight: float = 1e4, init_output_bias: bool = True,
+                  resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Trainer:
     """Train on ``train`` with the common trainer; with ``valid``, early stopping on the
     validation loss per step (``patience`` epochs; the best epoch is restored); the output bias
-    starts at the targets' mean (``init_output_bias``, the trainer's ``init_from_data``).  Returns the
-    trainer (``trainer.history``, ``trainer.model``)."""
+    starts at the targets' mean (``init_output_bias``, the trainer's ``init_from_data``).
+    ``resume`` = ``trainer.training_state()`` of an interrupted run of the same settings: training
+    continues from its epoch up to ``epochs`` in all (early stopping starts a new patience window).
+    Returns the trainer (``trainer.history``, ``trainer.model``)."""
     check_int("epochs", epochs, least=1)
     config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, lr_schedule=lr_schedule,
-                            weight_decay=0.0, init_visible_bias=init_output_bias, threads=threads, max_weight=max_weight)
+                            weight_decay=0.0, init_visible_bias=init_output_bias, threads=threads,
+                            max_weight=max_weight)
     step = SequenceStep(method, clip, truncation)
     extra: list[Callback] = []
     if valid is not None:
@@ -131,6 +136,8 @@ def fit_sequences(model: SequenceModel, train: SequenceBatches, valid: SequenceB
         extra.append(EarlyStopping("valid_loss", patience, mode="min", verbose=True))
     trainer = Trainer(model, config, estimator=step, optimizer=make_optimizer(model, optimizer, lr),
                       callbacks=extra + list(callbacks), progress=progress)
+    if resume is not None:
+        trainer.load_training_state(*resume)
     with flush_denormals():
         trainer.fit(train)
     return trainer

@@ -37,7 +37,8 @@ deterministic function of the batch and the parameters.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,10 +47,11 @@ from torch.nn import functional as F
 from ..checkpoint import register
 from ..errors import CheckpointError, ConfigurationError, DataError
 from ..sampling.state import ChainState
-from ..validation import check_float, check_int, parse_dtype
+from ..validation import check_float, check_int, is_integer, parse_dtype
 from .base import EnergyModel, check_rows
 from .rbm import RBM
-from .units import Bernoulli, Beta, Units, _bits, _is_scaled, bernoulli, register as register_units
+from .units import Bernoulli, Beta, Units, _bits, _is_scaled, bernoulli, unit_count
+from .units import register as register_units
 
 #: enumerate the even hidden layers in :meth:`DBM.free_energy` only up to this many units
 MAX_FREE_ENERGY_BITS = 20
@@ -78,13 +80,7 @@ class Binomial(Units):
     linear = True
 
     def __init__(self, n: int, trials: int | str = 2) -> None:
-        try:
-            k = int(trials)
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"binomial units need an integer number of trials, got {trials!r}") from None
-        if k < 1:
-            raise ConfigurationError(f"binomial units need at least 1 trial, got {k}")
-        self.trials = k
+        self.trials = k = unit_count("binomial", trials, "trials", least=1)
         super().__init__(n)
         log_choose = [math.lgamma(k + 1) - math.lgamma(s + 1) - math.lgamma(k - s + 1) for s in range(k + 1)]
         self.register_buffer("log_choose", torch.tensor(log_choose), persistent=False)
@@ -241,9 +237,9 @@ class DBM(EnergyModel):
                 "dtype": str(self.weights[0].dtype).removeprefix("torch.")}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> "DBM":
+    def from_config(cls, config: dict[str, Any], device: str | torch.device | None = None) -> DBM:
         hidden = config.get("hidden")
-        if not isinstance(hidden, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in hidden):
+        if not isinstance(hidden, list) or not all(is_integer(n) for n in hidden):
             raise CheckpointError(f"config.json: hidden must be a list of layer sizes, got {hidden!r}")
         return cls(int(config["n_visible"]), hidden, mean_field_steps=int(config.get("mean_field_steps", 10)),
                    seed=None, dtype=parse_dtype(config.get("dtype", "float32")), device=device)
@@ -385,9 +381,11 @@ class DBM(EnergyModel):
             for l, w in enumerate(self.weights, start=1):        # W_l joins layers l−1 and l
                 low, high = l - 1, l
                 if low % 2 == 0:    # low even, high odd
-                    rbm.weight[starts_e[low]:starts_e[low] + sizes[low], starts_o[high]:starts_o[high] + sizes[high]] = w
+                    rows = slice(starts_e[low], starts_e[low] + sizes[low])
+                    rbm.weight[rows, starts_o[high]:starts_o[high] + sizes[high]] = w
                 else:               # low odd, high even
-                    rbm.weight[starts_e[high]:starts_e[high] + sizes[high], starts_o[low]:starts_o[low] + sizes[low]] = w.t()
+                    rows = slice(starts_e[high], starts_e[high] + sizes[high])
+                    rbm.weight[rows, starts_o[low]:starts_o[low] + sizes[low]] = w.t()
             rbm.visible.bias.copy_(torch.cat([self.layers()[l].bias for l in even]))
             rbm.hidden.bias.copy_(torch.cat([self.layers()[l].bias for l in odd]))
         return rbm
