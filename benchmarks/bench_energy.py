@@ -178,8 +178,15 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1000, help="parameter updates per run (default 1000)")
     parser.add_argument("--torchebm-python", help="a Python that has torchebm (e.g. a separate venv)")
     parser.add_argument("--no-torchebm", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "energy.json"))
+    parser.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS], choices=[m[0] for m in METHODS],
+                        help="negative phases to run (default all)")
+    parser.add_argument("--samplers", nargs="+", default=SAMPLERS, choices=SAMPLERS,
+                        help="kernels to run (default all; torchebm runs langevin and hmc)")
+    parser.add_argument("--out", default=str(RESULTS / "energy.json"),
+                        help="JSON report; the density plots go beside it as <stem>_<toy>.png")
     args = parser.parse_args()
+    methods = [m for m in METHODS if m[0] in args.methods]
+    out = Path(args.out)
     torch.set_num_threads(1)
     python = None if args.no_torchebm else torchebm_python(args.torchebm_python)
     print(f"torchebm: {'found at ' + python if python else 'not importable; its rows are skipped'}", flush=True)
@@ -193,8 +200,8 @@ def main() -> None:
         test_np = sample_toy(toy, 5000, seed=1)
         x, test = torch.from_numpy(x_np), torch.from_numpy(test_np)
         rows = {"true density (ceiling)": {"log_likelihood": float(toy_log_density(toy, test_np).mean())}}
-        for label, method, k in METHODS:
-            for sampler in SAMPLERS:
+        for label, method, k in methods:
+            for sampler in args.samplers:
                 name = f"{label} {sampler}"
                 try:
                     model, seconds, last = train_ours(x, method, k, sampler, args.updates)
@@ -210,20 +217,20 @@ def main() -> None:
                 if (label, sampler) == ("PCD-10", "mala"):
                     g = torch.Generator().manual_seed(3)
                     samples = model.sample(2000, 500, g).numpy()
-                    RESULTS.mkdir(exist_ok=True)
-                    save_density_plot(RESULTS / f"energy_{toy}.png", model, x_np, samples,
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    save_density_plot(out.with_name(f"{out.stem}_{toy}.png"), model, x_np, samples,
                                       lambda p, toy=toy: toy_log_density(toy, p),
                                       f"{toy}: PCD-10 MALA, {args.updates} updates")
                     if thr_model is None:
                         thr_model = model
-        if python:
+        if python and any(m[1] != "pcd" for m in methods) and {"langevin", "hmc"} & set(args.samplers):
             init = build_model(2, TOY_BOX, "mala", None, LEAPFROG, HIDDEN, "silu", 0, 0.0)
             with tempfile.TemporaryDirectory() as tmp:
                 np.save(Path(tmp) / "x.npy", x_np)
                 (Path(tmp) / "init.json").write_text(json.dumps(mlp_state(init)))
                 runs = [{"name": f"{label} {s}", "sampler": s, "k": k, "persistent": method == "replay",
-                         "step": STEP[s]} for label, method, k in METHODS if method != "pcd"
-                        for s in ("langevin", "hmc")]
+                         "step": STEP[s]} for label, method, k in methods if method != "pcd"
+                        for s in ("langevin", "hmc") if s in args.samplers]
                 job = {"mode": "train", "data": str(Path(tmp) / "x.npy"), "init": str(Path(tmp) / "init.json"),
                        "runs": runs, "updates": args.updates, "batch": BATCH, "lr": LR, "hidden": HIDDEN,
                        "leapfrog": LEAPFROG}
@@ -246,8 +253,8 @@ def main() -> None:
                                                       "leapfrog": LEAPFROG, "step": STEP})
         report["throughput_chain_steps_per_s"] = {"chains": chains, "steps": steps, **thr}
         print("throughput (chain steps/s):", json.dumps(thr), flush=True)
-    Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     print("reproduce: OMP_NUM_THREADS=1 python benchmarks/bench_energy.py "
           + " ".join(sys.argv[1:]))

@@ -387,6 +387,134 @@ def test_a_rank_that_raises_stops_the_job_with_one_line_on_rank_zero(tiny_data: 
     assert "missing.npy" in (tmp_path / "err-1.txt").read_text()
 
 
+# -- the other command groups on --nproc 2 (each: one spawn of 2 ranks on tiny data) ------------
+def _one_report(printed: str) -> None:
+    """Rank 0 alone reports (and writes): one 'wrote DIR/' line from the whole job."""
+    assert printed.count("wrote ") == 1, printed
+
+
+@pytest.fixture(scope="module")
+def rolls(tmp_path_factory) -> Path:
+    """A .mat of piano rolls, all 8 frames long: a batch's loss per frame is then the mean of
+    its per-sequence means, so the mean of two ranks' gradients is the one-process gradient."""
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> np.ndarray:
+        cell = np.empty((1, n), dtype=object)
+        for i in range(n):
+            cell[0, i] = (rng.random((8, 88)) < 0.05).astype(np.uint8)
+        return cell
+
+    path = tmp_path_factory.mktemp("rolls") / "toy.mat"
+    scipy.io.savemat(path, {"traindata": split(8), "validdata": split(2), "testdata": split(2)})
+    return path
+
+
+SEQUENCE_FLAGS = ["--hidden", "8", "--epochs", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.1",
+                  "--quiet"]
+
+
+def test_cli_nproc_2_sequence_train_equals_one_process(rolls: Path, tmp_path: Path, capfd, monkeypatch) -> None:
+    """An RNN has no sampling noise: 6 SGD updates on 2 ranks × 2 sequences give the 1-process
+    parameters on batches of 4 up to float32 rounding (measured 3e-8 with |θ| ≤ 7; atol 1e-5 is
+    ~20 ulps of the largest parameter; a missing average moves them by 4e-2)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base = ["sequence", "train", "--data", str(rolls), *SEQUENCE_FLAGS]
+    _one_report(_main_output([*base, "--out", str(tmp_path / "two"), "--nproc", "2"], capfd))
+    _main_output([*base, "--out", str(tmp_path / "one")], capfd)
+    two = checkpoint.load_checkpoint(tmp_path / "two", training_state=True)
+    one = checkpoint.load_checkpoint(tmp_path / "one")
+    assert two.config["processes"] == 2 and two.config["epochs_done"] == 3 and saved_world_size(two.state) == 2
+    for name, value in one.model.state_dict().items():
+        torch.testing.assert_close(two.model.state_dict()[name], value, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_sequence_run_of_2_processes_resumes_in_one(rolls: Path, tmp_path: Path, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "two"
+    _main_output(["sequence", "train", "--data", str(rolls), *SEQUENCE_FLAGS, "--out", str(out), "--nproc", "2"],
+                 capfd)
+    _main_output(["sequence", "train", "--data", str(rolls), "--epochs", "4", "--resume", str(out), "--out",
+                  str(tmp_path / "one"), "--quiet"], capfd)   # the ranks' RNG states pooled: not bit for bit
+    assert checkpoint.read_config(tmp_path / "one")["epochs_done"] == 4
+
+
+def test_cli_nproc_2_energy_train_gathers_the_replay_buffers(tmp_path: Path, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "run"
+    _one_report(_main_output(["energy", "train", "--toy", "8gaussians", "--n", "400", "--epochs", "2",
+                              "--batch-size", "100", "--hidden", "16", "--k", "3", "--buffer-size", "200",
+                              "--samples", "50", "--sample-steps", "5", "--out", str(out), "--quiet",
+                              "--nproc", "2"], capfd))
+    saved = checkpoint.load_checkpoint(out, training_state=True)
+    assert saved.config["processes"] == 2 and saved.config["epochs_done"] == 2
+    buffers = [saved.state[f"{prefix}estimator.replay_buffer"] for prefix in ("", "rank1.")]
+    assert all(b.shape == (100, 2) for b in buffers)          # 200 over 2 ranks
+    assert not torch.equal(*buffers)                          # each rank's own chains
+    assert (out / "density.png").is_file() and (out / "metrics.csv").is_file()
+
+
+def test_cli_nproc_2_gan_train(tmp_path: Path, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rng = np.random.default_rng(0)
+    x = np.zeros((200, 64), np.float32)
+    for i in range(200):
+        x[i].reshape(8, 8)[int(rng.integers(0, 8))] = 1.0
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run"
+    _one_report(_main_output(["gan", "train", "--data", str(tmp_path / "x.npy"), "--epochs", "2", "--hidden", "8",
+                              "--latent", "2", "--m", "20", "--k", "2", "--collapse-threshold", "0",
+                              "--out", str(out), "--quiet", "--nproc", "2"], capfd))
+    saved = checkpoint.load_checkpoint(out, training_state=True)
+    assert saved.config["processes"] == 2 and saved.config["epochs_done"] == 2
+    assert saved_world_size(saved.state) == 2
+    assert (out / "samples.png").is_file() and len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_cli_nproc_2_recommend_train(tmp_path: Path, capfd, monkeypatch) -> None:
+    from boltzkit.recommend import CFRBM
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rng = np.random.default_rng(0)
+    users, items = np.nonzero(rng.random((30, 20)) < 0.5)
+    (tmp_path / "r.tsv").write_text("".join(f"{u}\t{i}\t{1 + (u + i) % 5}\n" for u, i in zip(users, items)))
+    out = tmp_path / "run"
+    _one_report(_main_output(["recommend", "train", "--ratings", str(tmp_path / "r.tsv"), "--test-fraction", "0.2",
+                              "--hidden", "6", "--epochs", "2", "--batch-size", "10", "--out", str(out), "--quiet",
+                              "--nproc", "2"], capfd))
+    assert checkpoint.read_config(out)["processes"] == 2
+    assert CFRBM.load(out).n_items_ == 20 and (out / "test_metrics.json").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gan", "train", "--m", "5"], "--m 5 must be a multiple of the number of processes (2)"),
+    (["gan", "train", "--data", "missing.npy"], "--data missing.npy: file not found"),
+    (["energy", "train", "--toy", "moons", "--batch-size", "7"], "--batch-size 7 must be a multiple"),
+    (["energy", "train", "--toy", "moons", "--chains", "9"], "--chains 9 must be a multiple"),
+    (["sequence", "train", "--data", "missing.mat", "--batch-size", "4"], "missing.mat: file not found"),
+    (["recommend", "train", "--ratings", "missing.tsv"], "--ratings missing.tsv: file not found"),
+    (["recommend", "train", "--ratings", __file__, "--batch-size", "3"], "--batch-size 3 must be a multiple"),
+])
+def test_bad_input_to_the_other_groups_fails_in_one_line_before_any_process_starts(argv, message, tmp_path: Path,
+                                                                                   capfd, monkeypatch) -> None:
+    from boltzkit.cli import main
+    from boltzkit.training import distributed
+
+    def no_spawn(*args, **kwargs):
+        raise AssertionError("processes were started")
+
+    monkeypatch.setattr(distributed, "spawn_local", no_spawn)
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "never"), "--nproc", "2"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("boltzkit: error:") and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "never").exists()
+
+
 def test_nproc_refuses_bad_values(tmp_path: Path) -> None:
     from boltzkit.cli import main
 

@@ -324,6 +324,6 @@ def load(directory: str | Path, device: str | torch.device | None = None) -> Any
 
 def _ensure_registered() -> None:
     """Import the modules that register the built-in kinds."""
+    from .evaluation import sample_quality  # noqa: F401
     from .models import conditional, dbn, deep_boltzmann, energy, gan, rbm, sequence  # noqa: F401
     from .recommend import model  # noqa: F401
-    from .evaluation import sample_quality  # noqa: F401

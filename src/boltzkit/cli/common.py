@@ -143,3 +143,38 @@ def fit_status(fit: Any, *args: Any, **kwargs: Any) -> int:
         logging.getLogger("boltzkit").warning(str(e))
         return 1
     return 0
+
+
+def save_run(out: Path, trainer: Any, extra: dict[str, Any], model: Any = None) -> None:
+    """The checkpoint of ``model`` (default: ``trainer.model``) with the trainer's training state
+    (optimizer, RNG, chains; ``epochs_done`` = ``trainer.epoch``).  On several processes every rank
+    calls it (a collective): rank 0 gathers each rank's chains and RNG state
+    (:func:`~boltzkit.training.distributed.gather_state`) and alone writes the one atomic
+    checkpoint, recording ``"processes": W``."""
+    from .. import checkpoint
+    from ..training import distributed
+
+    tensors, state = trainer.training_state()
+    if trainer.distributed is not None:
+        gathered = distributed.gather_state(trainer.distributed, tensors)
+        if gathered is None:
+            return
+        tensors, extra = gathered, {**extra, "processes": trainer.distributed.world}
+    checkpoint.save(out, trainer.model if model is None else model,
+                    extra={**extra, "epochs_done": trainer.epoch, "training_state": state}, state=tensors)
+
+
+def resume_on_restart(args: argparse.Namespace, allowed: bool = True) -> None:
+    """After ``torchrun``'s elastic restart of a job (``TORCHELASTIC_RESTART_COUNT`` > 0) whose
+    ``--out`` already holds a checkpoint, continue from it: ``args.resume = args.out`` (unless
+    ``--resume`` was given, or the command cannot resume: ``allowed`` False)."""
+    from ..checkpoint import CONFIG_FILE
+    from ..training import distributed
+
+    if (allowed and not args.resume and distributed.restart_count() > 0
+            and (Path(args.out) / CONFIG_FILE).is_file()):
+        import logging
+
+        logging.getLogger("boltzkit").warning("restart %d of the job: resuming from %s",
+                                              distributed.restart_count(), args.out)
+        args.resume = args.out

@@ -289,16 +289,9 @@ class _SaveEachEpoch(Callback):
 
 
 def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
-    """The checkpoint with the training state.  On several processes every rank calls it: rank 0
-    gathers each rank's chains and RNG state and writes the one atomic checkpoint."""
-    tensors, state = trainer.training_state()
-    if trainer.distributed is not None:
-        tensors = distributed.gather_state(trainer.distributed, tensors)
-        if tensors is None:
-            return
-        extra = {**extra, "processes": trainer.distributed.world}
-    checkpoint.save(out, trainer.model, extra={**extra, "epochs_done": trainer.epoch, "training_state": state},
-                    state=tensors)
+    """The checkpoint with the training state (:func:`boltzkit.cli.common.save_run`: on several
+    processes rank 0 gathers each rank's chains and RNG state and writes the one checkpoint)."""
+    common.save_run(out, trainer, extra)
 
 
 # -- train --------------------------------------------------------------------------------------------
@@ -378,10 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
         return launched
-    if (not args.resume and args.model in ("rbm", "dbm") and distributed.restart_count() > 0
-            and (Path(args.out) / checkpoint.CONFIG_FILE).is_file()):  # torchrun restarted the job
-        logger.warning("restart %d of the job: resuming from %s", distributed.restart_count(), args.out)
-        args.resume = args.out
+    common.resume_on_restart(args, args.model in ("rbm", "dbm"))  # torchrun restarted the job
     if args.model != "rbm":
         from .deep import train_deep
 

@@ -6,7 +6,10 @@ with Langevin, MALA or HMC negatives, and writes a checkpoint in the common form
 ``metrics.csv`` and, in 1-D or 2-D, ``density.png`` (learned density and samples beside the
 truth or the data).  ``evaluate`` prints the exact mean test log-likelihood, log Z by
 quadrature on the support (1-D or 2-D).  Every bad input ends in one line
-``boltzkit: error: …`` and exit code 2 before anything is written.
+``boltzkit: error: …`` and exit code 2 before anything is written.  ``train --nproc N`` (or
+``torchrun``) is data parallel (:mod:`boltzkit.training.distributed`): each process takes 1/N of
+every batch and keeps ``--chains`` / N persistent chains (or a replay buffer of ``--buffer-size``
+/ N, rounded up) of its own; process 0 writes the checkpoint with every process's chains.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..errors import BoltzkitError, DataError
 from ..evaluation import quadrature
 from ..models.energy import EnergyFunctionModel, MLPEnergy
 from ..sampling.mcmc import make_kernel
-from ..training import Trainer, TrainingConfig, make_estimator
+from ..training import Trainer, TrainingConfig, distributed, make_estimator
 from ..training.replay import ReplayBuffer
 from ..training.threads import torch_threads
 from . import common
@@ -175,6 +178,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not (args.margin >= 0 and math.isfinite(args.margin)):
         raise BoltzkitError(f"--margin must be ≥ 0, got {args.margin}")
     out = checkpoint.check_output_directory(args.out)
+    if args.data:
+        common.input_file(args.data, "--data")
+    world = distributed.planned_world(args)
+    distributed.check_split(world, args.batch_size, "--batch-size")
+    chains = None if args.chains is None else distributed.check_split(world, args.chains, "--chains", "chains")
+    launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
     x_np, support, source = _train_points(args)
     d = x_np.shape[1]
     model = build_model(d, support, args.sampler, args.step_size, args.leapfrog, args.layers, args.activation,
@@ -184,22 +195,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             method="pcd" if args.method == "replay" else args.method, k=args.k,
                             n_chains=args.chains, weight_decay=0.0, init_visible_bias=False)
-    estimator = make_negative_phase(args.method, args.k, args.chains, args.buffer_size, args.reinit)
+    # n_chains and the buffer count over all ranks: each of W ranks keeps 1/W of them
+    estimator = make_negative_phase(args.method, args.k, chains, -(-args.buffer_size // world), args.reinit)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.999))
     trainer = Trainer(model, config, estimator=estimator, optimizer=optimizer, progress=not args.quiet)
     with torch_threads(args.threads):
         status = common.fit_status(trainer.fit, x)
-        result = evaluate_model(model, x) if d <= 2 else {}
-        g = torch.Generator(device).manual_seed(args.seed + 2)
-        samples = model.sample(args.samples, args.sample_steps, g, reference=x).cpu().numpy()
     extra = {"training": config.to_dict(), "data": source, "n": int(x.shape[0]),
              "negative_phase": {"method": args.method, "k": args.k, "chains": args.chains,
                                 "buffer_size": args.buffer_size, "reinit": args.reinit},
-             "optimizer": {"name": "Adam", "lr": args.lr, "betas": [0.0, 0.999]},
-             "epochs_done": trainer.epoch}
-    checkpoint.save(out, model, extra=extra)
+             "optimizer": {"name": "Adam", "lr": args.lr, "betas": [0.0, 0.999]}}
+    common.save_run(out, trainer, extra)  # with every rank's chains / replay buffer
+    if not distributed.is_main():
+        return status
+    with torch_threads(args.threads):
+        result = evaluate_model(model, x) if d <= 2 else {}
+        g = torch.Generator(device).manual_seed(args.seed + 2)
+        samples = model.sample(args.samples, args.sample_steps, g, reference=x).cpu().numpy()
     checkpoint.write_metrics_csv(out / "metrics.csv", trainer.history)
-    written = "model.safetensors, config.json, metrics.csv"
+    written = "model.safetensors, config.json, training_state.safetensors, metrics.csv"
     if d <= 2:
         truth = (lambda pts: toy_log_density(args.toy, pts)) if args.toy else None
         save_density_plot(out / "density.png", model, x_np, samples, truth,
@@ -234,6 +248,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``energy train|evaluate`` on the core command line's subparsers."""
+    from .core import add_process_arguments
+
     e = sub.add_parser("energy", help="energy-based models p(x) ∝ exp(−U(x)) with an MLP energy on points",
                         formatter_class=common.HelpFormatter)
     esub = e.add_subparsers(dest="energy_command", required=True)
@@ -276,6 +292,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
+    add_process_arguments(t)
     t.set_defaults(func=cmd_train)
 
     v = esub.add_parser("evaluate", help="exact test log-likelihood (log Z by quadrature; 1-D or 2-D)",

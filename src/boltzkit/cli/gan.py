@@ -9,7 +9,10 @@ p(x) = ∫ p(z) p(x | G(z)) dz by AIS over z with HMC (``--method ais``, the hea
 interval) or the Parzen window of the GAN paper (``--method parzen``: σ chosen on held-out
 validation rows; a poor likelihood estimate, Theis et al. 2016).  Every bad input ends in one
 line ``boltzkit: error: …`` and exit code 2 before anything is written; a run that diverges
-keeps its last good state, writes it, and exits with 1.
+keeps its last good state, writes it, and exits with 1.  ``train --nproc N`` (or ``torchrun``)
+is data parallel (:mod:`boltzkit.training.distributed`): each process takes m / N rows and noise
+samples of every discriminator and generator step, both networks' gradients are averaged, and
+process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..errors import ConfigurationError, DataError
 from ..evaluation.decoder_ais import DEFAULT_OBSERVATION_SIGMAS, decoder_ais, select_observation_sigma
 from ..evaluation.parzen import nearest_neighbour_distance, parzen_log_likelihood, select_sigma
 from ..models.gan import GAN, GENERATOR_LOSSES, OPTIMIZERS, ModeCollapseGuard, gan_trainer, make_optimizer
-from ..training import TrainingConfig
+from ..training import TrainingConfig, distributed
 from ..training.threads import torch_threads
 from ..validation import check_int
 from . import common
@@ -73,8 +76,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--sigma must be a positive number, got {args.sigma}")
     device = common.device(args.device)
     out = common.output_directory(args.out)
-    x_np = _prepared(_load(args.data, args.key, args.binarize), args.output, _name(args.data))
     check_int("--channels", args.channels, least=1)
+    if not (math.isfinite(args.collapse_threshold) and args.collapse_threshold >= 0):
+        raise ConfigurationError(f"--collapse-threshold must be a number ≥ 0, got {args.collapse_threshold}")
+    if args.data:
+        common.input_file(args.data, "--data")
+    distributed.check_split(distributed.planned_world(args), args.m, "--m")  # each process: m / W rows
+    launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
+    x_np = _prepared(_load(args.data, args.key, args.binarize), args.output, _name(args.data))
     model = GAN(x_np.shape[1], args.latent, (args.gan_hidden,), (args.gan_hidden,), args.output, args.sigma,
                 seed=args.seed, device=device, architecture=args.architecture, channels=args.channels)
     x = torch.from_numpy(x_np).to(device)
@@ -82,8 +93,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainingConfig(epochs=args.epochs, batch_size=args.k * args.m, lr=args.lr, momentum=0.0,
                             initial_momentum=0.0, weight_decay=0.0, lr_schedule="constant",
                             init_visible_bias=False, seed=args.seed)
-    if not (math.isfinite(args.collapse_threshold) and args.collapse_threshold >= 0):
-        raise ConfigurationError(f"--collapse-threshold must be a number ≥ 0, got {args.collapse_threshold}")
     guards = [ModeCollapseGuard(x, args.collapse_threshold, seed=args.seed)] if args.collapse_threshold > 0 else []
     trainer = gan_trainer(model, config, k=args.k, m=args.m, loss=args.loss, progress=not args.quiet, callbacks=guards,
                           generator_optimizer=make_optimizer(model.generator_parameters(), args.optimizer, args.lr),
@@ -98,8 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
              "gan": {"architecture": args.architecture, "k": args.k, "m": args.m,
                       "loss": args.loss, "optimizer": args.optimizer, "lr": args.lr,
                      "d_lr": args.d_lr or args.lr}}
-    tensors, state = trainer.training_state()
-    checkpoint.save(out, model, extra={**extra, "training_state": state}, state=tensors)
+    common.save_run(out, trainer, extra)
+    if not distributed.is_main():
+        return status
     written = "config.json, model.safetensors, training_state.safetensors"
     if trainer.history:
         checkpoint.write_metrics_csv(out / "metrics.csv", trainer.history)
@@ -203,6 +213,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``gan train|sample|evaluate`` on the core command line's subparsers."""
+    from .core import add_process_arguments
+
     g = sub.add_parser("gan", help="generative adversarial networks, with test log-likelihood in nats")
     gsub = g.add_subparsers(dest="gan_command", required=True)
 
@@ -242,6 +254,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "below this fraction of the data's (mode collapse); 0 turns the check off")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, noise and shuffling (default 0)")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
+    add_process_arguments(t)
     t.set_defaults(func=cmd_train)
 
     s = gsub.add_parser("sample", help="a PNG grid of generator samples", formatter_class=HelpFormatter)

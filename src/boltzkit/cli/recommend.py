@@ -4,7 +4,9 @@ Registered by :func:`boltzkit.cli.build_parser` through :func:`add_parser`; erro
 core command line (a :class:`~boltzkit.errors.BoltzkitError` becomes one line
 ``boltzkit: error: …`` and exit code 2), and every input is read and checked before anything
 is written.  Ids on the command line and in the output are the original ids of the ratings
-files; a test rating is never an input when it is predicted.
+files; a test rating is never an input when it is predicted.  ``train --nproc N`` (or
+``torchrun``) is data parallel (:mod:`boltzkit.training.distributed`): each process takes
+``--batch-size`` / N cases of every batch; process 0 writes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..recommend import (
     split_ratings,
     to_dense,
 )
+from ..training import distributed
 from ..training.threads import torch_threads
 from . import common
 from .common import HelpFormatter
@@ -116,6 +119,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None and not (math.isfinite(value) and value >= 0 and (flag != "--lr" or value > 0)):
             raise ConfigurationError(f"{flag} must be a finite number {'> 0' if flag == '--lr' else '≥ 0'}, "
                                      f"got {value}")
+    common.input_file(args.ratings, "--ratings")
+    if args.test:
+        common.input_file(args.test, "--test")
+    world = distributed.planned_world(args)
+    distributed.check_split(world, CFRBM().batch_size if args.batch_size is None else args.batch_size,
+                            "--batch-size", "cases")
+    launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
     data = _ratings(args.ratings, "--ratings", args.levels)
     test = None
     if args.test:
@@ -137,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def record(m: CFRBM, epoch: int) -> None:
         row = dict(m.history_[-1])
-        if test is not None:  # reported only; training never sees the test ratings
+        if test is not None and distributed.is_main():  # reported only; training never sees the test ratings
             pred = m.predict(test.users, test.items)
             row.update(test_rmse=rmse(pred, test.ratings), test_mae=mae(pred, test.ratings))
         history.append(row)
@@ -153,7 +165,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    model.save(out)
+    if not distributed.is_main():  # rank 0 writes (every rank holds the same parameters: all-reduced)
+        return 0
+    checkpoint.save(out, model, extra={"processes": world} if world > 1 else None)
     checkpoint.write_metrics_csv(out / "metrics.csv", history)
     for name in SPLIT_FILES:
         (out / name).unlink(missing_ok=True)  # from an earlier run
@@ -218,6 +232,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``recommend train|evaluate|top`` on the core command line's subparsers."""
+    from .core import add_process_arguments
+
     r = sub.add_parser("recommend", formatter_class=HelpFormatter,
                        help="collaborative filtering with an RBM (Salakhutdinov, Mnih & Hinton 2007)")
     rsub = r.add_subparsers(dest="recommend_command", required=True, metavar="COMMAND")
@@ -247,6 +263,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (created)")
     t.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_process_arguments(t)
     t.set_defaults(func=_run, command_func=cmd_train)
 
     e = rsub.add_parser("evaluate", formatter_class=HelpFormatter,

@@ -9,7 +9,9 @@ time step (nats, pooled over all frames; for the RBM models each step's log Z ex
 small, else by AIS with its interval) and the frame accuracy TP/(TP+FP+FN).  ``generate``
 samples new pieces (MIDI and a piano-roll PNG).  ``diagnose``
 plots ‖∂s_t/∂s_k‖₂ against the lag with the bound (β_W β_s)^{t−k}.  Bad input exits 2 with one
-line, before anything is written.
+line, before anything is written.  ``train --nproc N`` (or ``torchrun``) is data parallel
+(:mod:`boltzkit.training.distributed`): each process takes ``--batch-size`` / N sequences of every
+batch; process 0 writes the checkpoint (with every process's random state) and evaluates.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ from ..models.sequence import (
     gradient_flow,
     plot_gradient_flow,
 )
-from ..training import Callback
+from ..training import Callback, distributed
 from ..training.threads import torch_threads
 from ..validation import check_int
-from .common import HelpFormatter, finite_json, output_file
+from .common import HelpFormatter, finite_json, output_file, resume_on_restart, save_run
 
 
 def _splits(path: str, frames_per_beat: int) -> dict[str, list]:
@@ -91,12 +93,12 @@ def _check_rbm_options(args: argparse.Namespace) -> None:
 
 
 def _save_run(out: Path, model: Any, extra: dict[str, Any], trainer: Any = None) -> None:
-    """The checkpoint, with the trainer's state (optimizer, RNG, history) for ``--resume`` when given."""
-    if trainer is None:
+    """The checkpoint, with the trainer's state (optimizer, RNG, history; on several processes
+    every rank's, gathered on rank 0) for ``--resume`` when given; written by rank 0 alone."""
+    if trainer is not None:
+        save_run(out, trainer, extra, model)
+    elif distributed.is_main():
         checkpoint.save(out, model, extra=extra)
-        return
-    tensors, state = trainer.training_state()
-    checkpoint.save(out, model, extra={**extra, "training_state": state}, state=tensors)
 
 
 class _SaveEachEpoch(Callback):
@@ -131,7 +133,16 @@ def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor
 
 def cmd_train(args: argparse.Namespace) -> int:
     out = checkpoint.check_output_directory(args.out)
+    resume_on_restart(args)  # torchrun restarted the job: continue from --out
     resume = _resume(args)
+    if args.model in RBM_MODELS:
+        _check_rbm_options(args)
+    if not Path(args.data).exists():
+        raise DataError(f"{args.data}: file not found")
+    distributed.check_split(distributed.planned_world(args), args.batch_size, "--batch-size", "sequences")
+    launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
+    if launched is not None:
+        return launched
     frames = 1 if args.frames_per_beat is None else args.frames_per_beat
     splits = _splits(args.data, frames)
     train = _source(_pick(splits, args.split, args.data), f"{args.data} [{args.split}]")
@@ -169,16 +180,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
         history = trainer.history
     except DivergenceError as e:
-        print(f"boltzkit: {e}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"boltzkit: {e}", file=sys.stderr)
         history, status, trainer = [], 1, None
     result: dict[str, Any] = {}
     with torch_threads(args.threads):
-        for split in ("valid", "test"):
+        for split in ("valid", "test") if distributed.is_main() else ():
             if split in splits:
                 metrics = evaluate_sequences(model, _source(splits[split], split))
                 result[split] = {"nll_per_step": metrics["nll_per_step"],
                                  "frame_accuracy": metrics["frame_accuracy"], "frames": metrics["frames"]}
     _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
+    if not distributed.is_main():
+        return status
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
         plot.save_curves(history, out / "curves.png")
@@ -192,7 +206,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[str, list],
                train: SequenceBatches, valid: SequenceBatches | None, resume: Any = None) -> int:
     """``sequence train --model rnn-rbm|rtrbm``: CD-k per step + BPTT (:func:`fit_recurrent_rbm`)."""
-    _check_rbm_options(args)
     if args.activation != "tanh" or args.init != "uniform" or args.method != "autograd" or args.clip is not None \
             or args.truncation is not None:
         raise BoltzkitError("--activation, --init, --method, --clip and --truncation are options of --model rnn|lstm")
@@ -222,14 +235,17 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
                                         callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
         history = trainer.history
     except DivergenceError as e:
-        print(f"boltzkit: {e}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"boltzkit: {e}", file=sys.stderr)
         history, status, trainer = [], 1, None
     result: dict[str, Any] = {}
     with torch_threads(args.threads):
-        for split in ("valid", "test"):
+        for split in ("valid", "test") if distributed.is_main() else ():
             if split in splits:
                 result[split] = _rbm_metrics(model, _source(splits[split], split), args)
     _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
+    if not distributed.is_main():
+        return status
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
         plot.save_curves(history, out / "curves.png")
@@ -362,6 +378,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register ``boltzkit sequence …``."""
+    from .core import add_process_arguments
+
     p = sub.add_parser("sequence", help="recurrent networks (RNN, LSTM) and RNN-RBM / RTRBM on piano rolls",
                         formatter_class=HelpFormatter)
     seq = p.add_subparsers(dest="sequence_command", required=True)
@@ -428,6 +446,7 @@ def add_parser(sub: Any) -> None:
                    help="continue the run saved in DIR (its model, optimizer, random state and settings) up to "
                         "--epochs in total; early stopping starts a new patience window (default: a new run)")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
+    add_process_arguments(t)
     t.set_defaults(func=cmd_train)
 
     e = seq.add_parser("evaluate", help="NLL per time step and frame accuracy of a trained model",

@@ -289,7 +289,9 @@ class GANStep:
         if self.trainer is None:
             raise ConfigurationError("GANStep must be bound to a trainer (Trainer calls bind)")
         d_opt = self.trainer.extra_optimizers["discriminator"]
-        for chunk in values.split(self.m)[: self.k]:
+        par = self.trainer.distributed   # data parallel: each of W ranks takes m / W rows and noise samples
+        m = self.m if par is None else par.local_batch(self.m)
+        for chunk in values.split(m)[: self.k]:
             z = model.noise(chunk.shape[0], generator)
             d_opt.zero_grad(set_to_none=True)
             loss, real, fake = model.discriminator_loss(chunk, z)
@@ -304,7 +306,7 @@ class GANStep:
             self._sums["d_fake"] += float(torch.sigmoid(fake).mean())
             self._counts["d"] += 1
         model.zero_grad(set_to_none=True)
-        g_loss, _ = model.generator_loss(model.noise(self.m, generator), self.loss)
+        g_loss, _ = model.generator_loss(model.noise(m, generator), self.loss)
         if not bool(torch.isfinite(g_loss)):
             return self._diverged(model, "generator", g_loss.detach())
         g_loss.backward()

@@ -148,10 +148,7 @@ class DataParallel:
         return self._split(n_chains, "the number of chains", "chains")
 
     def _split(self, total: int, what: str, unit: str) -> int:
-        if total % self.world:
-            raise ConfigurationError(f"{what} {total} must be a multiple of the number of processes "
-                                     f"({self.world}): each process takes {total} / {self.world} {unit}")
-        return total // self.world
+        return check_split(self.world, total, what, unit)
 
     def shard(self, order: Tensor) -> Tensor:
         """Rows ``rank::world`` of the epoch's permutation ``order`` (the same on every rank),
@@ -377,6 +374,28 @@ def launch(args: Any, command: Callable[[Any], int], argv: list[str] | None = No
     return None
 
 
+def planned_world(args: Any) -> int:
+    """The number of processes a command runs on: the initialised group's size, else torchrun's
+    ``WORLD_SIZE`` when it is above 1, else ``--nproc`` (1 without either)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    world = world_from_environment()
+    if world > 1:
+        return world
+    nproc = getattr(args, "nproc", None)
+    return nproc if nproc is not None and nproc > 1 else 1
+
+
+def check_split(world: int, total: int, flag: str, unit: str = "rows") -> int:
+    """``total`` / ``world``, the share of one process, of a value named ``flag`` (e.g.
+    ``--batch-size``; the command line checks it before any process starts).  Raises
+    :class:`~boltzkit.errors.ConfigurationError` unless ``world`` divides ``total``."""
+    if world > 1 and total % world:
+        raise ConfigurationError(f"{flag} {total} must be a multiple of the number of processes ({world}): each "
+                                 f"process takes {total} / {world} {unit}")
+    return total // max(world, 1)
+
+
 def _run_rank(args: Any, command: Callable[[Any], int], par: DataParallel | None) -> int:
     if par is not None and not par.main:
         args.quiet = True
@@ -470,5 +489,6 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-__all__ = ["DataParallel", "init", "is_main", "launch", "spawn_local", "rank_seed", "block_seed", "run_blocks",
+__all__ = ["DataParallel", "init", "is_main", "launch", "planned_world", "check_split",
+           "spawn_local", "rank_seed", "block_seed", "run_blocks",
            "gather_state", "local_training_state", "saved_world_size", "DEFAULT_TIMEOUT_S"]

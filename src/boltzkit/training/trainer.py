@@ -196,8 +196,7 @@ class Trainer:
 
     def _check_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any],
                               chains_required: bool = True) -> None:
-        def bad(why: str) -> CheckpointError:
-            return CheckpointError(f"the training state is damaged: {why}; start a new run")
+        bad = _damaged
 
         if not isinstance(state, dict):
             raise bad("its description is not a JSON object")
@@ -235,7 +234,7 @@ class Trainer:
             raise bad(f"the persistent chains have shape {tuple(chains.shape)}, the model {width} visible columns")
         if chains is None and epoch > 0 and hasattr(self.estimator, "chains") and chains_required:
             raise bad("the persistent chains are missing")
-        self._check_estimator_shapes(tensors, bad)
+        self._check_estimator_shapes(tensors)
 
     def _estimator_rows(self) -> tuple[int | None, int]:
         """(chains per temperature this process keeps, temperatures): rows of a chain tensor are
@@ -244,7 +243,7 @@ class Trainer:
         betas = getattr(sampler, "betas", None)
         return getattr(sampler, "n_chains", None), (len(betas) if betas is not None else 1)
 
-    def _check_estimator_shapes(self, tensors: dict[str, Tensor], bad: Any, n_chains: int | None = None,
+    def _check_estimator_shapes(self, tensors: dict[str, Tensor], n_chains: int | None = None,
                                 prefix: str = "") -> None:
         """Estimator tensors the trainer cannot compare with its own before the first update:
         chain rows = n_chains × temperatures, ``swap_*`` = (temperatures − 1,), each ``fast_<p>``
@@ -262,43 +261,40 @@ class Trainer:
             key, shown = name.removeprefix("estimator."), prefix + name
             shape = tuple(value.shape)
             if key == "chains" or key.startswith("chains."):
-                if n and (value.dim() != 2 or shape[0] != n * replicas):
+                if n and (value.dim() < 1 or shape[0] != n * replicas):  # rows: chains (any event shape)
                     held = shape[0] if value.dim() else 0
-                    raise bad(f"{shown!r} holds {held} chains, the run keeps {n * replicas}"
-                              + (f" ({n} at each of {replicas} temperatures)" if replicas > 1 else ""))
+                    raise _damaged(f"{shown!r} holds {held} chains, the run keeps {n * replicas}"
+                                   + (f" ({n} at each of {replicas} temperatures)" if replicas > 1 else ""))
             elif key in ("swap_accepted", "swap_attempts"):
                 if shape != (max(replicas - 1, 0),):
-                    raise bad(f"{shown!r} has shape {shape} for {replicas} temperatures")
+                    raise _damaged(f"{shown!r} has shape {shape} for {replicas} temperatures")
             elif key.startswith("fast_"):
                 want = params.get(key[len("fast_"):])
                 if want is None:
-                    raise bad(f"{shown!r} names no parameter of the model")
+                    raise _damaged(f"{shown!r} names no parameter of the model")
                 if shape != want:
-                    raise bad(f"{shown!r} has shape {shape}, expected {want}")
+                    raise _damaged(f"{shown!r} has shape {shape}, expected {want}")
             elif isinstance(sizes.get(key), int) and shape != (sizes[key],):
-                raise bad(f"{shown!r} has shape {shape}, expected ({sizes[key]},)")
+                raise _damaged(f"{shown!r} has shape {shape}, expected ({sizes[key]},)")
 
     def _check_saved_ranks(self, tensors: dict[str, Tensor]) -> None:
         """A state gathered from W' processes (``rank<r>.estimator.…``): every saved rank's
         estimator tensors fit the run (n_chains / W' chains each, the same layer widths), checked
         before they are pooled or split, so every process refuses a damaged state alike."""
-        def bad(why: str) -> CheckpointError:
-            return CheckpointError(f"the training state is damaged: {why}; start a new run")
-
         _, saved = split_ranks(tensors)
         local, _ = self._estimator_rows()
         total = local * (self.distributed.world if self.distributed is not None else 1) if local else None
         if total is not None and total % len(saved):
-            raise bad(f"it was written by {len(saved)} processes, which cannot share the run's {total} chains")
+            raise _damaged(f"it was written by {len(saved)} processes, which cannot share the run's {total} chains")
         first = saved[0]
         for rank, part in enumerate(saved):
-            self._check_estimator_shapes(part, bad, total // len(saved) if total else None,
+            self._check_estimator_shapes(part, total // len(saved) if total else None,
                                          f"{RANK_PREFIX}{rank}." if rank else "")
             for name, value in part.items():
                 if name.startswith("estimator.chains") and name in first \
                         and tuple(value.shape[1:]) != tuple(first[name].shape[1:]):
-                    raise bad(f"'{RANK_PREFIX}{rank}.{name}' has shape {tuple(value.shape)}, rank 0's "
-                              f"{tuple(first[name].shape)}")
+                    raise _damaged(f"'{RANK_PREFIX}{rank}.{name}' has shape {tuple(value.shape)}, rank 0's "
+                                   f"{tuple(first[name].shape)}")
 
     def _load_training_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         for prefix, optimizer in self._optimizers().items():
@@ -506,6 +502,11 @@ def make_sgd(model: Any, config: TrainingConfig) -> torch.optim.Optimizer:
 def _sampler_metrics(model: Any) -> dict[str, float]:
     """The model's own chain diagnostics (an MCMC kernel's acceptance rate, step size), if any."""
     return model.sampler_metrics() if hasattr(model, "sampler_metrics") else {}
+
+
+def _damaged(why: str) -> CheckpointError:
+    """The one-line error of a training state that cannot be resumed."""
+    return CheckpointError(f"the training state is damaged: {why}; start a new run")
 
 
 def _clone(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
