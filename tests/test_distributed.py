@@ -490,6 +490,8 @@ def test_cli_nproc_2_recommend_train(tmp_path: Path, capfd, monkeypatch) -> None
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["train", "--batch-size", "99"], "--batch-size 99 must be a multiple of the number of processes (2)"),
+    (["train", "--chains", "3"], "--chains 3 must be a multiple"),
     (["gan", "train", "--m", "5"], "--m 5 must be a multiple of the number of processes (2)"),
     (["gan", "train", "--data", "missing.npy"], "--data missing.npy: file not found"),
     (["energy", "train", "--toy", "moons", "--batch-size", "7"], "--batch-size 7 must be a multiple"),

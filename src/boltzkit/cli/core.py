@@ -368,6 +368,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.model != "rbm":
             raise ConfigurationError("--tensorboard logs RBM training (--model rbm); not DBN/DBM training yet")
         board = TensorBoardLogger(args.tensorboard)
+    if not args.resume:  # checked once, before any process starts (a resumed run keeps its batch size)
+        world = distributed.planned_world(args)
+        batch = args.batch_size if args.batch_size is not None or args.model != "rbm" else TRAIN_DEFAULTS["batch_size"]
+        if batch is not None:
+            distributed.check_split(world, batch, "--batch-size")
+        if args.chains is not None:
+            distributed.check_split(world, args.chains, "--chains", "chains")
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
         return launched

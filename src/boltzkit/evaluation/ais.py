@@ -57,6 +57,7 @@ from ..errors import ConfigurationError
 from ..models.rbm import RBM
 from ..training.batches import as_tensor
 from ..training.distributed import DataParallel, run_blocks
+from ..training.threads import threads_for_update, torch_threads
 from ..validation import check_int
 
 #: number of β values of the default schedule (Salakhutdinov & Murray 2008)
@@ -202,6 +203,16 @@ def base_log_partition(rbm: RBM, base_bias: Tensor) -> float:
 
 def _anneal(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
             generator: torch.Generator | None, progress: bool) -> Tensor:
+    """Σ_k log f_{β_k}(v_k) − log f_{β_{k−1}}(v_k) per row of ``v``, on one CPU thread when the
+    GEMMs are small (the trainer's thread rule, :mod:`boltzkit.training.threads`; torch's setting is
+    restored afterwards), see :func:`_anneal_chains`."""
+    threads = threads_for_update(v.shape[0], rbm.visible.dim, rbm.hidden.dim, v.device)
+    with torch_threads(threads):
+        return _anneal_chains(rbm, v, betas, base_bias, generator, progress)
+
+
+def _anneal_chains(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
+                   generator: torch.Generator | None, progress: bool) -> Tensor:
     """Σ_k log f_{β_k}(v_k) − log f_{β_{k−1}}(v_k) along the chain, per row of ``v`` (float64).
 
     ``betas`` runs from β_0 to β_K (increasing: forward, decreasing: reverse); v is the state
