@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +172,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "clip", "method",
                                                         "truncation", "patience", "seed")}}
+    return _fit_and_report(
+        args, out, model, splits, extra,
+        lambda: fit_sequences(model, train, valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              optimizer=args.optimizer, clip=args.clip, method=args.method,
+                              truncation=args.truncation, patience=args.patience if valid is not None else None,
+                              seed=args.seed, threads=args.threads, progress=not args.quiet,
+                              callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1]),
+        lambda m, data: {key: value for key, value in evaluate_sequences(m, data).items()
+                         if key in ("nll_per_step", "frame_accuracy", "frames")})
+
+
+def _fit_and_report(args: argparse.Namespace, out: Path, model: Any, splits: dict[str, list], extra: dict[str, Any],
+                    fit: Callable[[], Any], metrics: Callable[[Any, SequenceBatches], dict[str, Any]]) -> int:
+    """Train (``fit()`` returns the trainer; divergence → exit status 1 with the last good state),
+    score the valid and test splits with ``metrics``, save the run, and (process 0) write
+    metrics.csv, curves.png and test_metrics.json and print one summary line."""
     status = 0
     try:
-        trainer = fit_sequences(model, train, valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                optimizer=args.optimizer, clip=args.clip, method=args.method,
-                                truncation=args.truncation, patience=args.patience if valid is not None else None,
-                                seed=args.seed, threads=args.threads, progress=not args.quiet,
-                                callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
+        trainer = fit()
         history = trainer.history
     except DivergenceError as e:
         if distributed.is_main():
@@ -187,12 +200,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         for split in ("valid", "test") if distributed.is_main() else ():
             if split in splits:
-                metrics = evaluate_sequences(model, _source(splits[split], split))
-                result[split] = {"nll_per_step": metrics["nll_per_step"],
-                                 "frame_accuracy": metrics["frame_accuracy"], "frames": metrics["frames"]}
+                result[split] = metrics(model, _source(splits[split], split))
     _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
     if not distributed.is_main():
         return status
+    if history:
+        checkpoint.write_metrics_csv(out / "metrics.csv", history)
+        plot.save_curves(history, out / "curves.png")
+    checkpoint.atomic_write_text(out / "test_metrics.json", finite_json(result) + "\n")
+    summary = "; ".join(f"{s}: NLL {r['nll_per_step']:.3f} nats/step"
+                        + (f" ({r['log_z']} log Z)" if "log_z" in r else "")
+                        + f", frame accuracy {r['frame_accuracy']:.3f}" for s, r in result.items())
+    print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
+    return status
     if history:
         checkpoint.write_metrics_csv(out / "metrics.csv", history)
         plot.save_curves(history, out / "curves.png")
@@ -223,37 +243,17 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
                                                         "pretrain_epochs", "recurrence", "seed", "validate_every",
                                                         "valid_ais_chains", "valid_ais_betas")}}
-    status = 0
-    try:
+    def fit() -> Any:
         with torch_threads(args.threads):
-            trainer = fit_recurrent_rbm(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
-                                        lr=args.lr, optimizer=args.optimizer, k=args.k,
-                                        patience=args.patience if valid is not None else None,
-                                        pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
-                                        ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
-                                        seed=args.seed, threads=args.threads, progress=not args.quiet,
-                                        callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
-        history = trainer.history
-    except DivergenceError as e:
-        if distributed.is_main():
-            print(f"boltzkit: {e}", file=sys.stderr)
-        history, status, trainer = [], 1, None
-    result: dict[str, Any] = {}
-    with torch_threads(args.threads):
-        for split in ("valid", "test") if distributed.is_main() else ():
-            if split in splits:
-                result[split] = _rbm_metrics(model, _source(splits[split], split), args)
-    _save_run(out, model, {**extra, "epochs_done": len(history), "result": result}, trainer)
-    if not distributed.is_main():
-        return status
-    if history:
-        checkpoint.write_metrics_csv(out / "metrics.csv", history)
-        plot.save_curves(history, out / "curves.png")
-    checkpoint.atomic_write_text(out / "test_metrics.json", finite_json(result) + "\n")
-    summary = "; ".join(f"{s}: NLL {r['nll_per_step']:.3f} nats/step ({r['log_z']} log Z), frame accuracy "
-                        f"{r['frame_accuracy']:.3f}" for s, r in result.items())
-    print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
-    return status
+            return fit_recurrent_rbm(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
+                                     lr=args.lr, optimizer=args.optimizer, k=args.k,
+                                     patience=args.patience if valid is not None else None,
+                                     pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
+                                     ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
+                                     seed=args.seed, threads=args.threads, progress=not args.quiet,
+                                     callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
+
+    return _fit_and_report(args, out, model, splits, extra, fit, lambda m, data: _rbm_metrics(m, data, args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
