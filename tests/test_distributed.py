@@ -41,7 +41,7 @@ import torch.multiprocessing as mp
 from boltzkit import checkpoint
 from boltzkit.evaluation import ais, exact
 from boltzkit.models.rbm import RBM
-from boltzkit.training import TrainingConfig
+from boltzkit.training import TrainingConfig, distributed
 from boltzkit.training.distributed import (
     DataParallel,
     free_port,
@@ -139,6 +139,7 @@ def _worker(rank: int, world: int, port: int, jobs: tuple[str, ...], out: str) -
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=30))
     out_dir = Path(out)
+    finished = False
     try:
         for job in jobs:
             if job == "exact":
@@ -159,8 +160,9 @@ def _worker(rank: int, world: int, port: int, jobs: tuple[str, ...], out: str) -
                 result = ais.ais(_ais_model(), distributed=DataParallel.current(), **AIS_ARGS)
                 if rank == 0:
                     torch.save(result.log_weights, out_dir / "ais.pt")
+        finished = True
     finally:
-        dist.destroy_process_group()
+        distributed.leave_group(finished)
 
 
 def _spawn(world: int, jobs: tuple[str, ...], out: Path) -> None:

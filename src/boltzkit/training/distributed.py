@@ -362,16 +362,32 @@ def launch(args: Any, command: Callable[[Any], int], argv: list[str] | None = No
             raise ConfigurationError("--nproc starts processes on this machine; under torchrun leave it out "
                                      "(torchrun's --nproc-per-node sets the processes)")
         par = init("gloo" if child else None, timeout_s=timeout)
+        finished = False
         try:
-            return _run_rank(args, command, par)
+            status = _run_rank(args, command, par)
+            finished = True
+            return status
         finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            leave_group(finished)
     if nproc is not None and nproc > 1:
         if argv is None:
             raise ConfigurationError("--nproc needs the command line (run it through boltzkit's main)")
         return spawn_local(nproc, argv, timeout)
     return None
+
+
+def leave_group(finished: bool = True) -> None:
+    """Destroy the process group; after a run that ``finished`` on this rank, first wait at a
+    barrier for the others, so that no rank tears its connections down while a peer still uses
+    them (gloo then aborts the peer: "terminate called without an active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer died after its work: nothing left to wait for
+            pass
+    dist.destroy_process_group()
 
 
 def planned_world(args: Any) -> int:
