@@ -213,14 +213,6 @@ def _fit_and_report(args: argparse.Namespace, out: Path, model: Any, splits: dic
                         + f", frame accuracy {r['frame_accuracy']:.3f}" for s, r in result.items())
     print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
     return status
-    if history:
-        checkpoint.write_metrics_csv(out / "metrics.csv", history)
-        plot.save_curves(history, out / "curves.png")
-    checkpoint.atomic_write_text(out / "test_metrics.json", finite_json(result) + "\n")
-    summary = "; ".join(f"{s}: NLL {r['nll_per_step']:.3f} nats/step, frame accuracy {r['frame_accuracy']:.3f}"
-                        for s, r in result.items())
-    print(f"wrote {out}/ (model.safetensors, config.json, metrics.csv, curves.png, test_metrics.json); {summary}")
-    return status
 
 
 def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[str, list],
