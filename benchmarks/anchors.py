@@ -13,6 +13,9 @@ Both return parameters in boltzkit's convention
 so that boltzkit's exact module scores them on the same footing
 (``benchmarks/bench_quality.py``).
 
+``rbms_pcd_updates`` gives rbms's update loop alone, for timing
+(``benchmarks/bench_side_by_side.py``).
+
 The anchors are imported lazily, inside the functions, so importing this
 module needs only numpy and torch.  They are meant to run in a separate
 environment (see ``requirements-bench.txt``), e.g.::
@@ -27,6 +30,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,96 @@ def train_sklearn(x_train, n_hidden: int = 20, epochs: int = 20, batch_size: int
 # ---------------------------------------------------------------------------
 
 
+def rbms_args(n_hidden: int, batch_size: int, num_updates: int, seed: int, device: str,
+              dtype: str = "float", lr: float | None = None, num_chains: int | None = None,
+              gibbs_steps: int | None = None, filename: str = "unused.h5") -> dict:
+    """rbms's own training arguments, parsed by its ``rbms train`` parser, defaults filled in.
+
+    Arguments left as None take rbms's defaults (learning rate 0.01, 2000 chains, 100 sweeps).
+    """
+    import rbms.parser as rbms_parser
+    from rbms.scripts.train_rbm import create_parser
+
+    argv = [
+        "-d", "unused.h5",
+        "--num_hiddens", str(n_hidden),
+        "--batch_size", str(batch_size),
+        *(["--learning_rate", repr(float(lr))] if lr is not None else []),
+        "--num_updates", str(num_updates),
+        "--seed", str(seed),
+        "--device", device,
+        "--dtype", dtype,
+        "-o", filename,
+    ]
+    if num_chains is not None:
+        argv += ["--num_chains", str(num_chains)]
+    if gibbs_steps is not None:
+        argv += ["--gibbs_steps", str(gibbs_steps)]
+    args = rbms_parser.match_args_dtype(vars(create_parser().parse_args(argv)))
+    return rbms_parser.set_args_default(args, rbms_parser.default_args)
+
+
+def _rbms_dataset(arr, name: str, device: str, dtype):
+    """All rows of ``arr`` as an rbms ``RBMDataset`` of binary data, unit weights, no labels."""
+    from rbms.dataset.dataset_class import RBMDataset
+
+    return RBMDataset(
+        data=np.asarray(arr, dtype=np.float32),
+        labels=-np.ones(arr.shape[0], dtype=np.int32),
+        weights=np.ones(arr.shape[0], dtype=np.float32),
+        names=np.arange(arr.shape[0]),
+        dataset_name=name,
+        is_binary=True,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def rbms_pcd_updates(x_train, n_hidden: int, batch_size: int, seed: int = 0,
+                     num_chains: int | None = None, gibbs_steps: int | None = None,
+                     lr: float | None = None, device: str = "cpu",
+                     dtype: str = "float") -> tuple[Callable[[int], None], dict]:
+    """An rbms (0.5.0) BBRBM in its initial training state, and ``run(m)`` doing ``m`` PCD updates.
+
+    Setup is rbms's: ``init_parameters`` on the data, ``num_chains`` uniform-random chains
+    run ``gibbs_steps`` sweeps, ``init_grad``, ``SGD(maximize=True)``.  One update is the body
+    of rbms's ``train`` loop: a random minibatch (``torch.randperm``), ``fit_batch_pcd``
+    (``gibbs_steps`` sweeps of the persistent chains, centred gradient rescaled to unit norm)
+    and ``optimizer.step()`` - without the HDF5 logging and checkpoints ``train`` adds.
+    Returns ``(run, args)``, ``args`` being rbms's full argument dict.
+    """
+    from rbms.map_model import map_model
+    from rbms.training.pcd import fit_batch_pcd
+
+    args = rbms_args(n_hidden, batch_size, 1, seed, device, dtype, lr, num_chains, gibbs_steps)
+    data = _rbms_dataset(np.asarray(x_train), "x_train", device, args["dtype"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    with torch.no_grad():
+        params = map_model["BBRBM"].init_parameters(num_hiddens=args["num_hiddens"], dataset=data,
+                                                    device=device, dtype=args["dtype"])
+        chains = params.sample_state(chains=params.init_chains(num_samples=args["num_chains"]),
+                                     n_steps=args["gibbs_steps"])
+    params.init_grad()
+    optimizer = torch.optim.SGD(params.parameters(), lr=args["learning_rate"], maximize=True)
+
+    def run(num_updates: int) -> None:
+        nonlocal chains
+        with torch.no_grad():
+            for _ in range(num_updates):
+                idx = torch.randperm(len(data))[: args["batch_size"]]
+                optimizer.zero_grad(set_to_none=False)
+                chains, _ = fit_batch_pcd(batch=(data.data[idx], data.weights[idx]), parallel_chains=chains,
+                                          params=params, gibbs_steps=args["gibbs_steps"], beta=args["beta"],
+                                          centered=not args["no_center"], lambda_l1=args["L1"],
+                                          lambda_l2=args["L2"])
+                optimizer.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+    return run, args
+
+
 def train_rbms(x_train, n_hidden: int = 20, epochs: int = 20, batch_size: int = 100,
                lr: float = 0.05, seed: int = 0, num_chains: int | None = None,
                gibbs_steps: int | None = None, device: str | None = None,
@@ -105,9 +199,6 @@ def train_rbms(x_train, n_hidden: int = 20, epochs: int = 20, batch_size: int = 
     (it reopens its archive every update to log the learning rate, and saves
     50 checkpoints); with 100 chains x 1 sweep that is about 15% of the time.
     """
-    import rbms.parser as rbms_parser
-    from rbms.dataset.dataset_class import RBMDataset
-    from rbms.scripts.train_rbm import create_parser
     from rbms.training.pcd import train
     from rbms.training.utils import get_checkpoints
 
@@ -125,42 +216,15 @@ def train_rbms(x_train, n_hidden: int = 20, epochs: int = 20, batch_size: int = 
 
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     filename = str(Path(tmp.name) / "rbms_model.h5")
-    argv = [
-        "-d", "unused.h5",
-        "--num_hiddens", str(n_hidden),
-        "--batch_size", str(batch_size),
-        "--learning_rate", repr(float(lr)),
-        "--num_updates", str(num_updates),
-        "--seed", str(seed),
-        "--device", device,
-        "--dtype", dtype,
-        "-o", filename,
-    ]
-    if num_chains is not None:
-        argv += ["--num_chains", str(num_chains)]
-    if gibbs_steps is not None:
-        argv += ["--gibbs_steps", str(gibbs_steps)]
-    args = rbms_parser.match_args_dtype(vars(create_parser().parse_args(argv)))
-    args = rbms_parser.set_args_default(args, rbms_parser.default_args)
+    args = rbms_args(n_hidden, batch_size, num_updates, seed, device, dtype, lr, num_chains, gibbs_steps,
+                     filename)
     checkpoints = get_checkpoints(num_updates=args["num_updates"], n_save=args["n_save"],
                                   spacing=args["spacing"])
 
-    def dataset(arr, name):
-        return RBMDataset(
-            data=np.asarray(arr, dtype=np.float32),
-            labels=-np.ones(arr.shape[0], dtype=np.int32),
-            weights=np.ones(arr.shape[0], dtype=np.float32),
-            names=np.arange(arr.shape[0]),
-            dataset_name=name,
-            is_binary=True,
-            device=device,
-            dtype=args["dtype"],
-        )
-
-    train_ds = dataset(x, "x_train")
+    train_ds = _rbms_dataset(x, "x_train", device, args["dtype"])
     # rbms never uses the test set during training; passing one stops it from
     # splitting the training data (train_size defaults to 0.6).
-    test_ds = dataset(x[:1], "unused")
+    test_ds = _rbms_dataset(x[:1], "unused", device, args["dtype"])
 
     # Silence rbms's progress bar (its setup_training builds a tqdm bar).
     import functools
