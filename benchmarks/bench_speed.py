@@ -1,7 +1,9 @@
 """Speed of one CD-k training epoch against its matrix-product roofline, measured in one run.
 
 One CD-k update of a B×V×H RBM is 2k+3 GEMM-equivalents of 2·B·V·H flops: k Gibbs sweeps
-(v→h, h→v), the model-side hidden means, and the two outer products vᵀμ.  The roofline is
+(v→h, h→v), the model-side hidden means, and the two outer products vᵀμ; PCD-k adds the
+positive field (its sweeps start from the chains), PT runs the sweeps on every replica
+(see :func:`roofline_seconds`).  The roofline is
 the time of exactly those products, on tensors of the same shapes, run alone with
 preallocated outputs; the ratio roofline / boltzkit is reported (1.0 = nothing but GEMMs),
 and the same ratio for the GEMMs plus the uniform random numbers of the Gibbs sweeps.  The
@@ -9,6 +11,9 @@ boltzkit time is a steady-state epoch (the fastest after the first) of a default
 ``fit``; the first epoch, with the one-time data checks, is reported apart::
 
     python benchmarks/bench_speed.py            # 50,000 × 784 binarised MNIST, 500 hidden, CD-1
+    python benchmarks/bench_speed.py --method pcd --batch-size 1000
+    python benchmarks/bench_speed.py --method pt --replicas 10
+    python benchmarks/bench_speed.py --cf --hidden 200 --batch-size 10   # the CF-RBM, MovieLens-100k
 """
 
 from __future__ import annotations
@@ -42,19 +47,27 @@ def load_train(n: int) -> torch.Tensor:
 
 
 def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.device,
-                     draws: bool = False, repeats: int = 1) -> float:
-    """Time of the 2k+3 GEMM-equivalents of one epoch, alone; with ``draws``, also the
-    uniform random numbers of the k Gibbs sweeps (a floor for any sampler built on torch's
-    generator)."""
-    gemms = GemmWorkload(batch, v, h, device)
+                     draws: bool = False, repeats: int = 1, chain_rows: int | None = None) -> float:
+    """Time of the GEMMs of one epoch, alone; with ``draws``, also the uniform random numbers of
+    the k Gibbs sweeps (a floor for any sampler built on torch's generator).
+
+    CD-k: 2k+3 GEMM-equivalents per update on B rows (the first v→h product is the positive
+    field).  Persistent chains (``chain_rows``: PCD's chains, PT's chains × replicas): 2k on
+    the chains plus 4 on B rows (positive field, E[h | v⁻] of the model rows, two outer
+    products); PT's swaps are not counted (their free energies are work beyond the minimum).
+    """
+    data = GemmWorkload(batch, v, h, device)
+    chains = GemmWorkload(chain_rows, v, h, device) if chain_rows else None
 
     def epoch() -> None:
         for _ in range(n // batch):
             for _ in range(k):
-                gemms.sweep(draws)
-            gemms.gradient()
+                (chains or data).sweep(draws)
+            if chains is not None:
+                data.field()
+            data.gradient()
 
-    return gemms.seconds(epoch, repeats)
+    return data.seconds(epoch, repeats)
 
 
 class EpochClock(Callback):
@@ -73,15 +86,31 @@ class EpochClock(Callback):
 
 
 def boltzkit_seconds(data: torch.Tensor, hidden: int, batch: int, k: int, method: str,
-                     epochs: int) -> tuple[float, float]:
+                     epochs: int, **options) -> tuple[float, float]:
     """(steady-state epoch, first epoch including fit's one-time setup) in seconds."""
     rbm = RBM(data.shape[1], hidden, device=data.device)
-    fit(rbm, data[: batch * 20], epochs=1, batch_size=batch, method=method, k=k)  # warm-up
+    fit(rbm, data[: batch * 20], epochs=1, batch_size=batch, method=method, k=k, **options)  # warm-up
     rbm = RBM(data.shape[1], hidden, device=data.device)
     clock = EpochClock()
-    fit(rbm, data, epochs=epochs, batch_size=batch, method=method, k=k, callbacks=[clock])
+    fit(rbm, data, epochs=epochs, batch_size=batch, method=method, k=k, callbacks=[clock], **options)
     times = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
     return min(times[1:] or times), times[0]
+
+
+def cf_rbm(hidden: int, batch: int, epochs: int, device: torch.device, repeats: int) -> dict:
+    """The collaborative-filtering RBM on MovieLens-100k (items as cases, softmax:5 over the
+    users' ratings, CD-1, masks): a steady-state epoch against the 5 GEMM-equivalents per
+    update of its B × 5·users × H products (the masks and softmax draws are work beyond)."""
+    from boltzkit.recommend import CFRBM, load_ratings
+
+    ratings = load_ratings(SHARED.parent / "movielens-100k" / "u.data")
+    model = CFRBM(n_hidden=hidden, epochs=epochs, batch_size=batch, validation_fraction=0.0).fit(ratings)
+    seconds = min(row["seconds"] for row in model.history_[1:])
+    cases, width = model.codes_.shape[0], model.rbm_.visible.dim
+    roof = roofline_seconds(cases, batch, width, model.rbm_.hidden.dim, 1, device, repeats=repeats)
+    return {"model": f"CF-RBM {cases} items × softmax:5 over {width // 5} users × {hidden} hidden",
+            "batch": batch, "boltzkit_epoch_s": seconds, "roofline_s": roof,
+            "ratio_roofline_over_boltzkit": roof / seconds}
 
 
 def main(argv=None) -> int:
@@ -90,19 +119,27 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--k", type=int, default=1)
-    p.add_argument("--method", default="cd")
+    p.add_argument("--method", default="cd", help="cd, pcd or pt")
+    p.add_argument("--replicas", type=int, default=10, help="pt: temperatures per chain")
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=3, help="epochs timed; the first is reported apart")
     p.add_argument("--repeats", type=int, default=3, help="roofline repeats")
+    p.add_argument("--cf", action="store_true", help="the CF-RBM on MovieLens-100k (use --hidden 200 --batch-size 10)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    if a.cf:
+        result = cf_rbm(a.hidden, a.batch_size, a.epochs, device, a.repeats)
+        print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), **result}, indent=2))
+        return 0
     data = load_train(a.n).to(device)
-    ours, first = boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method, a.epochs)
+    options = {"replicas": a.replicas} if a.method == "pt" else {}
+    ours, first = boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method, a.epochs, **options)
+    chain_rows = {"cd": None, "pcd": a.batch_size, "pt": a.batch_size * a.replicas}[a.method]
     shape = (data.shape[0], a.batch_size, data.shape[1], a.hidden, a.k, device)
-    roof = roofline_seconds(*shape, repeats=a.repeats)
-    floor = roofline_seconds(*shape, draws=True, repeats=a.repeats)
+    roof = roofline_seconds(*shape, repeats=a.repeats, chain_rows=chain_rows)
+    floor = roofline_seconds(*shape, draws=True, repeats=a.repeats, chain_rows=chain_rows)
     result = {"device": str(device), "threads": torch.get_num_threads(), "n": data.shape[0],
-              "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}",
+              "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}", **options,
               "boltzkit_epoch_s": ours, "first_epoch_with_setup_s": first, "roofline_s": roof,
               "samples_per_s": data.shape[0] / ours, "ratio_roofline_over_boltzkit": roof / ours,
               "ratio_first_epoch": roof / first, "gemm_and_draws_s": floor,

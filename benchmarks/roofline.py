@@ -34,9 +34,13 @@ class GemmWorkload:
         if draws:
             self.vis.uniform_(generator=self.generator)
 
+    def field(self) -> None:
+        """One hidden field v→h: 1 GEMM."""
+        torch.mm(self.x, self.w, out=self.hid)
+
     def gradient(self) -> None:
         """Model-side hidden means and the two outer products vᵀμ: 3 GEMMs."""
-        torch.mm(self.x, self.w, out=self.hid)
+        self.field()
         torch.mm(self.x.t(), self.hid, out=self.grad)
         self.grad.addmm_(self.vis.t(), self.hid)
 

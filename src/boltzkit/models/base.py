@@ -135,6 +135,11 @@ class EnergyModel(Model):
         """F_β(x) per row, shape ``(batch,)``."""
         raise NotImplementedError
 
+    def free_energies(self, x: Tensor, betas: list[Tensor]) -> Tensor:
+        """F_β(x) for each β of ``betas`` (``(batch, 1)`` tensors), stacked: ``(len(betas), batch)``.
+        Models override it to share the work that does not depend on β (an RBM's hidden field)."""
+        return torch.stack([self.free_energy(x, beta) for beta in betas])
+
     # -- sampling ---------------------------------------------------------------------------
     def init_chains(self, data: Tensor, n: int, generator: torch.Generator | None = None) -> ChainState:
         """Start ``n`` chains at rows of ``data`` drawn uniformly with repetition.

@@ -330,6 +330,12 @@ class RBM(EnergyModel):
         return _per_row(beta) * self.visible.self_energy(v) - self.hidden.log_partition(
             self.hidden_field(v), beta)
 
+    def free_energies(self, v: Tensor, betas: list[Tensor]) -> Tensor:
+        """F_β(v) for several β from one hidden field c + φ(v)W (one matrix product in all)."""
+        field, self_energy = self.hidden_field(v), self.visible.self_energy(v)
+        return torch.stack([_per_row(beta) * self_energy - self.hidden.log_partition(field, beta)
+                            for beta in betas])
+
     def free_energy_hidden(self, h: Tensor, beta: Beta = 1.0) -> Tensor:
         """F_β(h) with the visible layer summed out: β E_self^h(h) − log Z_v(b + Wψ(h))."""
         return _per_row(beta) * self.hidden.self_energy(h) - self.visible.log_partition(

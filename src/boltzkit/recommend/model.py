@@ -288,8 +288,7 @@ class CFRBM:
         if callback is not None:
             callbacks.append(_CallEach(self, callback))
         estimator = ContrastiveDivergence(self._steps(1), visible=self._option("negative"))
-        trainer = Trainer(rbm, config, estimator=estimator, optimizer=self._optimizer(rbm, config),
-                          callbacks=callbacks)
+        trainer = Trainer(rbm, config, estimator=estimator, callbacks=callbacks)
         active = torch.nonzero(self.codes_.ne(0).any(1)).reshape(-1)  # cases with a training rating
         try:
             self.history_ = trainer.history  # filled epoch by epoch (a callback may read it)
@@ -302,14 +301,6 @@ class CFRBM:
         if val is not None:
             self._set_inputs(train, implicit)
         return self
-
-    def _optimizer(self, rbm: RBM, config: TrainingConfig) -> torch.optim.Optimizer:
-        """SGD with momentum; weight decay on W (and D) only — the loop the CF results were
-        measured with (non-fused: bit-identical to the first releases)."""
-        decay = rbm.decay_parameters()
-        rest = [rbm.visible.bias, rbm.hidden.bias]
-        return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                {"params": rest, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
 
     def _set_inputs(self, data: RatingData, implicit: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """codes_ from ``data``; for the conditional model r = (rated in data or in ``implicit``)."""

@@ -51,6 +51,7 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None, *, inplace: b
     p = 1 stay exact.  ``inplace=True`` writes the draw over ``p`` (a temporary the caller
     owns), saving an allocation.  Half-precision probabilities are compared in float32.
     """
+    p = p.detach()  # a draw is never differentiable
     levels = uniform_levels(p.numel(), generator, p.device).view(p.shape)
     if p.dtype.itemsize < 4:  # bfloat16/float16 cannot hold 2¹⁶ p − 2¹⁵ − ½
         return _below(p.float(), levels, inplace=True).to(p.dtype)

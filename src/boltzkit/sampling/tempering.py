@@ -142,19 +142,19 @@ class ParallelTempering(PersistentChains):
         betas = self.betas.to(device, state.dtype)
         beta_i = betas[pairs].repeat_interleave(n)
         beta_j = betas[pairs + 1].repeat_interleave(n)
-        v_i, v_j = state[rows_i], state[rows_j]
-        # F_βi(v_i), F_βj(v_j), F_βi(v_j), F_βj(v_i) in one call
-        f = model.free_energy(torch.cat([v_i, v_j, v_j, v_i]),
-                            torch.cat([beta_i, beta_j, beta_i, beta_j]).unsqueeze(1)).reshape(4, -1)
-        log_accept = (f[0] + f[1]) - (f[2] + f[3])
+        # rows (v_i, v_j) at their own and at the neighbour's temperature: one field for both
+        own, other = torch.cat([beta_i, beta_j]).unsqueeze(1), torch.cat([beta_j, beta_i]).unsqueeze(1)
+        f = model.free_energies(torch.cat([state[rows_i], state[rows_j]]), [own, other]).reshape(2, 2, -1)
+        log_accept = (f[0, 0] + f[0, 1]) - (f[1, 0] + f[1, 1])  # F_βi(v_i) + F_βj(v_j) − F_βj(v_i) − F_βi(v_j)
         u = torch.rand(log_accept.shape, generator=generator, dtype=state.dtype, device=device)
         accept = u < torch.exp(log_accept)
         perm = torch.arange(state.shape[0], device=device)
         perm[rows_i[accept]] = rows_j[accept]
         perm[rows_j[accept]] = rows_i[accept]
         self.chains = chains.index(perm)
-        counts = accept.reshape(len(lower), n).sum(1).cpu()
-        self.swap_accepted[lower] += counts
+        if self.swap_accepted.device != device:  # counted where the chains live: no host sync per swap
+            self.swap_accepted, self.swap_attempts = self.swap_accepted.to(device), self.swap_attempts.to(device)
+        self.swap_accepted[lower] += accept.reshape(len(lower), n).sum(1)
         self.swap_attempts[lower] += n
 
     def state_dict(self) -> dict[str, Tensor]:
