@@ -50,7 +50,9 @@ def test_version_1_cf_checkpoint_loads_and_predicts_the_same():
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, 20, 150), rng.integers(0, 15, 150)
     keep = np.unique(u * 100 + i, return_index=True)[1]
-    np.testing.assert_array_equal(model.predict(u[keep][:10], i[keep][:10]), saved)
+    # the parameters reload bit for bit; predictions agree to float32 rounding (kernels such as the
+    # softmax over rating levels may change between releases)
+    np.testing.assert_allclose(model.predict(u[keep][:10], i[keep][:10]), saved, rtol=1e-6)
 
 
 def test_one_reader_returns_every_kind(tmp_path):

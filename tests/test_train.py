@@ -99,7 +99,7 @@ def test_weights_above_max_weight_count_as_divergence():
     expected.visible.init_from_data(data.mean(0))
     start = float(expected.weight.detach().abs().max())
     with pytest.raises(DivergenceError, match="exploded"):
-        fit(rbm, data, epochs=5, batch_size=10, lr=0.1, max_weight=2 * start)
+        fit(rbm, data, epochs=5, batch_size=10, lr=0.1, max_weight=1.3 * start)  # epoch 1 reaches ≈ 1.6×
     for (name, p), q in zip(rbm.named_tensors().items(), expected.parameters()):
         assert torch.equal(p, q), name
 

@@ -41,6 +41,8 @@ from ..training import (
     independent_bernoulli_log_likelihood,
     make_estimator,
 )
+from ..training.config import PRECISIONS
+from ..validation import check_choice
 from . import common
 from .common import HelpFormatter
 
@@ -322,6 +324,7 @@ def _new_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(epochs=args.epochs, batch_size=value("batch_size"), lr=value("lr"), momentum=momentum,
                           initial_momentum=momentum if args.initial_momentum is None else args.initial_momentum,
                           momentum_epochs=value("momentum_epochs"), threads=args.threads,
+                          precision=args.precision or TrainingConfig.precision,
                           weight_decay=value("weight_decay"), method=value("method"), k=value("k"),
                           n_chains=args.chains, seed=value("seed"), lr_schedule=value("lr_schedule"),
                           centered=bool(args.centered), replicas=value("replicas"),
@@ -368,6 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.model != "rbm":
             raise ConfigurationError("--tensorboard logs RBM training (--model rbm); not DBN/DBM training yet")
         board = TensorBoardLogger(args.tensorboard)
+    if args.precision is not None:  # one line, not argparse's usage text
+        check_choice("--precision", args.precision, PRECISIONS)
     if not args.resume:  # checked once, before any process starts (a resumed run keeps its batch size)
         world = distributed.planned_world(args)
         batch = args.batch_size if args.batch_size is not None or args.model != "rbm" else TRAIN_DEFAULTS["batch_size"]
@@ -398,6 +403,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved["epochs"] = args.epochs
         if args.threads is not None:
             saved["threads"] = args.threads
+        if args.precision is not None:  # how the run computes, like --threads: may change on resume
+            saved["precision"] = args.precision
         config = TrainingConfig.from_dict(saved)
         visible = rbm.visible.spec()
     else:
@@ -737,6 +744,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "float64"], help="parameter precision (default float32)")
     t.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the updates (default: 1 for small models, else torch's setting)")
+    t.add_argument("--precision", metavar="{" + ",".join(PRECISIONS) + "}",
+                   help="arithmetic of the updates: float32 (default), tf32 (float32 tensors, reduced-precision "
+                        "products: TF32 on CUDA, bf16 on a CPU with oneDNN) or bf16 (Gibbs sampling under "
+                        "bfloat16 autocast); a resumed run keeps its own unless given")
     t.add_argument("--holdout", type=int, metavar="N",
                    help="rows held out of training and monitored (default: 1000 for the embedded digits, 0 for "
                         "--data)")

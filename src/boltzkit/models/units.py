@@ -146,13 +146,16 @@ class Bernoulli(Units):
 
         whose log1p argument lies in (−½, 0]: every term is computed to the working
         precision's relative accuracy, however small Δ is (≈ 2× faster than float64
-        softplus differences, and as accurate)."""
+        softplus differences, and as accurate).  The sums over a row stay in the working
+        precision (a float32 sum of H terms is off by ~10⁻⁷ of itself: ≲ 10⁻⁸ nats per β for
+        Δ ≤ 10⁻³, against AIS standard errors of 10⁻² nats); only the per-row result, which
+        AIS accumulates over thousands of β, is float64."""
         sign, low, high = (1.0, previous, beta) if beta >= previous else (-1.0, beta, previous)
         step = high - low
         size = field.abs()
         tail = torch.log1p(torch.sigmoid(size * -low).mul_(torch.expm1(size.mul_(-step))))
-        total = torch.relu(field).sum(-1, dtype=torch.float64).mul_(step)
-        return total.add_(tail.sum(-1, dtype=torch.float64)).mul_(sign)
+        total = torch.relu(field).sum(-1).mul_(step).add_(tail.sum(-1))
+        return total.to(torch.float64).mul_(sign)
 
     def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
         return torch.sigmoid(field * beta if _is_scaled(beta) else field)

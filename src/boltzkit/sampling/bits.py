@@ -12,6 +12,8 @@ other devices (CUDA: Philox, already fast) take the words from torch's own gener
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -58,8 +60,14 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None, *, inplace: b
     return _below(p, levels, inplace)
 
 
+@functools.lru_cache(maxsize=16)
+def _offset(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """−(2¹⁵ + ½) as a 0-d tensor (made once per dtype and device)."""
+    return torch.tensor(-(_LEVELS / 2 + 0.5), dtype=dtype, device=device)
+
+
 def _below(p: Tensor, levels: Tensor, inplace: bool) -> Tensor:
     """1 where levels + 2¹⁵ + ½ < 2¹⁶ p, else 0 (over ``p`` when ``inplace``)."""
-    offset = torch.tensor(-(_LEVELS / 2 + 0.5), dtype=p.dtype, device=p.device)
+    offset = _offset(p.dtype, p.device)
     threshold = torch.add(offset, p, alpha=_LEVELS, out=p if inplace else None)  # one pass
     return threshold.gt_(levels)

@@ -80,6 +80,7 @@ class ParallelTempering(PersistentChains):
         self.swap_accepted = torch.zeros(max(len(betas) - 1, 0), dtype=torch.int64)
         self.swap_attempts = torch.zeros_like(self.swap_accepted)
         self.parity = 0
+        self._pair_cache: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor, Tensor] | None] = {}
 
     @property
     def replicas(self) -> int:
@@ -126,22 +127,22 @@ class ParallelTempering(PersistentChains):
             else ChainState(self.model_samples())
 
     def swap(self, model: EnergyModel, generator: torch.Generator | None = None) -> None:
-        """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2)."""
+        """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2).
+
+        No value is read back to the host (the pair indices are built once per shape and
+        device), so on CUDA a round runs without synchronisation."""
         R = self.replicas
-        lower = list(range(self.parity, R - 1, 2))
-        self.parity = 1 - self.parity
-        if not lower:
-            return
+        parity, self.parity = self.parity, 1 - self.parity
         chains = self._live()
         state, device = chains.visible, chains.visible.device
         n = state.shape[0] // R
-        pairs = torch.tensor(lower, device=device)
-        offsets = torch.arange(n, device=device)
-        rows_i = (pairs.unsqueeze(1) * n + offsets).reshape(-1)   # replicas at β_i
-        rows_j = rows_i + n                                          # their neighbours at β_j
+        pairs = self._pairs(parity, n, device)
+        if pairs is None:
+            return
+        lower, rows_i, rows_j = pairs                                # replicas at β_i, neighbours at β_j
         betas = self.betas.to(device, state.dtype)
-        beta_i = betas[pairs].repeat_interleave(n)
-        beta_j = betas[pairs + 1].repeat_interleave(n)
+        beta_i = betas[lower].repeat_interleave(n)
+        beta_j = betas[lower + 1].repeat_interleave(n)
         # rows (v_i, v_j) at their own and at the neighbour's temperature: one field for both
         own, other = torch.cat([beta_i, beta_j]).unsqueeze(1), torch.cat([beta_j, beta_i]).unsqueeze(1)
         f = model.free_energies(torch.cat([state[rows_i], state[rows_j]]), [own, other]).reshape(2, 2, -1)
@@ -149,13 +150,27 @@ class ParallelTempering(PersistentChains):
         u = torch.rand(log_accept.shape, generator=generator, dtype=state.dtype, device=device)
         accept = u < torch.exp(log_accept)
         perm = torch.arange(state.shape[0], device=device)
-        perm[rows_i[accept]] = rows_j[accept]
-        perm[rows_j[accept]] = rows_i[accept]
+        perm[rows_i] = torch.where(accept, rows_j, rows_i)
+        perm[rows_j] = torch.where(accept, rows_i, rows_j)
         self.chains = chains.index(perm)
-        if self.swap_accepted.device != device:  # counted where the chains live: no host sync per swap
+        if self.swap_accepted.device != device:  # counted where the chains live
             self.swap_accepted, self.swap_attempts = self.swap_accepted.to(device), self.swap_attempts.to(device)
-        self.swap_accepted[lower] += accept.reshape(len(lower), n).sum(1)
-        self.swap_attempts[lower] += n
+        self.swap_accepted.index_add_(0, lower, accept.reshape(len(lower), n).sum(1))
+        self.swap_attempts.index_add_(0, lower, torch.full_like(lower, n))
+
+    def _pairs(self, parity: int, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(lower replicas r ≡ parity, their rows, their neighbours' rows) for n chains per
+        replica, on ``device``; None when there is no such pair."""
+        key, cache = (parity, n, device), self._pair_cache
+        if key not in cache:
+            lower = list(range(parity, self.replicas - 1, 2))
+            if not lower:
+                cache[key] = None
+            else:
+                pairs = torch.tensor(lower, device=device)
+                rows_i = (pairs.unsqueeze(1) * n + torch.arange(n, device=device)).reshape(-1)
+                cache[key] = (pairs, rows_i, rows_i + n)
+        return cache[key]
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"betas": self.betas, "swap_accepted": self.swap_accepted,

@@ -11,6 +11,9 @@ from .regularisers import SparsityPenalty
 
 #: learning-rate schedules: decay per update, decay per epoch (constant within it), none
 LR_SCHEDULES = ("linear", "epoch-linear", "constant")
+#: arithmetic of the updates: exact float32 products; float32 tensors with reduced-precision products
+#: (TF32 on CUDA, bf16 on a CPU with oneDNN); the Gibbs chains under bf16 autocast (trainer.py)
+PRECISIONS = ("float32", "tf32", "bf16")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class TrainingConfig:
     seed: int = 0
     max_weight: float = 1e4             #: |weight| above this counts as divergence
     threads: int | None = None          #: CPU threads for the updates; None: 1 for small models (threads.py)
+    precision: str = "float32"          #: "float32", "tf32" or "bf16" (:data:`PRECISIONS`; float32 models only)
 
     def __post_init__(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("k", 1), ("momentum_epochs", 0),
@@ -54,6 +58,7 @@ class TrainingConfig:
         check_float("max_weight", self.max_weight, 0.0, low_open=True)
         check_float("fast_lr", self.fast_lr, 0.0, optional=True)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.method, str):
             raise ConfigurationError(f"method must be a string, got {self.method!r}")
         if self.sparsity_target is not None:

@@ -14,6 +14,14 @@ decays linearly to zero (``torch.optim.lr_scheduler.LambdaLR``).
 Under an initialised ``torch.distributed`` process group the loop is data parallel
 (:mod:`.distributed`): each rank takes its shard of every batch and the gradients are averaged
 by one all-reduce before the optimizer step; in a single process nothing changes.
+
+``config.precision`` sets the arithmetic of the batches, only while they run (the divergence checks
+at the end of an epoch and the callbacks' evaluations use the default): ``"tf32"`` keeps float32
+tensors and results but lets matrix products round their inputs (TF32, 10-bit mantissa, on CUDA;
+bf16, 8-bit mantissa, with float32 accumulation through oneDNN on a CPU that has it), ``"bf16"``
+runs every Gibbs sweep under bf16 autocast (:func:`bf16_chains`).  Nothing in the batch loop reads
+a value back to the host (no ``.item()``, ``float(t)``, ``if t``): on CUDA the only
+synchronisations are the divergence checks every ``check_every`` batches and at each epoch's end.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +40,7 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigurationError, DivergenceError
 from ..models.units import all_finite
+from ..sampling import ChainState
 from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source
 from .callbacks import Callback
 from .config import TrainingConfig
@@ -109,6 +119,7 @@ class Trainer:
         if self.distributed is not None:
             self.generator.manual_seed(rank_seed(cfg.seed, self.distributed.rank))
             self.distributed.local_batch(cfg.batch_size)
+        self._check_precision()
         if self.estimator is None:
             self.estimator = default_step(self.model, self._local_config())
         elif cfg.sparsity_target is not None and getattr(self.estimator, "sparsity", False) is None:
@@ -124,6 +135,26 @@ class Trainer:
             return self.config
         return dataclasses.replace(self.config, n_chains=self.distributed.local_chains(
             self.config.n_chains or self.config.batch_size))
+
+    def _check_precision(self) -> None:
+        """tf32 and bf16 change float32 arithmetic only; bf16 needs a model with Gibbs chains."""
+        precision = self.config.precision
+        if precision == "float32":
+            return
+        if self.dtype != torch.float32:
+            raise ConfigurationError(f"precision {precision!r} applies to float32 models; this one is "
+                                     f"{str(self.dtype).removeprefix('torch.')} (use precision 'float32')")
+        if precision == "bf16" and not callable(getattr(self.model, "advance", None)):
+            raise ConfigurationError(f"precision 'bf16' runs the Gibbs chains in bfloat16; "
+                                     f"{type(self.model).__name__} has none (use 'float32' or 'tf32')")
+
+    def _precision(self) -> AbstractContextManager[None]:
+        """The arithmetic of ``config.precision``, set while the batches of an epoch run."""
+        if self.config.precision == "tf32":
+            return reduced_float32_matmul(self.device)
+        if self.config.precision == "bf16":
+            return bf16_chains(self.model, self.device)
+        return nullcontext()
 
     @property
     def rbm(self) -> Any:
@@ -426,7 +457,7 @@ class Trainer:
                 epoch_batches: Iterable[Batch] = (source.batch(rows) for rows in order.split(size))
             else:
                 epoch_batches = self._checked(source)
-            with torch_threads(threads):
+            with torch_threads(threads), self._precision():
                 self._run_epoch(epoch_batches, epoch, good, bar, check_every)
             self._check(good, f"in epoch {epoch}")
             if self._scheduler_per_epoch:
@@ -497,6 +528,59 @@ def make_sgd(model: Any, config: TrainingConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=config.lr, momentum=momentum, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.SGD(groups, lr=config.lr, momentum=momentum)
+
+
+@contextmanager
+def reduced_float32_matmul(device: torch.device) -> Iterator[None]:
+    """While inside, float32 matrix products on ``device`` may round their inputs: TF32 on CUDA,
+    bf16 through oneDNN on a CPU (AMX / avx512_bf16; elsewhere oneDNN keeps float32).  Tensors and
+    results stay float32; the previous setting is restored on the way out, also after an error."""
+    cuda = device.type == "cuda"
+    backend = torch.backends.cuda.matmul if cuda else getattr(torch.backends.mkldnn, "matmul", None)
+    if backend is not None and hasattr(backend, "fp32_precision"):  # torch ≥ 2.9: one backend only
+        saved = backend.fp32_precision
+        backend.fp32_precision = "tf32" if cuda else "bf16"
+        try:
+            yield
+        finally:
+            backend.fp32_precision = saved
+        return
+    previous = torch.get_float32_matmul_precision()  # older torch: the one global setting
+    torch.set_float32_matmul_precision("medium")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+@contextmanager
+def bf16_chains(model: Any, device: torch.device) -> Iterator[None]:
+    """While inside, ``model.advance`` — every Gibbs sweep of every estimator — runs under
+    ``torch.autocast(device, bfloat16)``: its matrix products take bf16 inputs, and the states it
+    returns are cast back to the model's dtype (exact for 0/1 and ±1 units).  The positive phase,
+    the gradient writer (in-place ``addmm(out=…)``, which autocast cannot take), the optimizer,
+    tempering swaps and saved chains stay float32."""
+    dtype = next(model.parameters()).dtype
+    own = model.__dict__.get("advance")  # an advance set on the instance, put back afterwards
+    advance: Callable[..., ChainState] = model.advance
+
+    def bf16_advance(*args: Any, **kwargs: Any) -> ChainState:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            state = advance(*args, **kwargs)
+        layers = {k: _cast_float(v, dtype) for k, v in state.layers.items()}
+        return ChainState(_cast_float(state.visible, dtype), layers)
+
+    model.advance = bf16_advance
+    try:
+        yield
+    finally:
+        del model.advance
+        if own is not None:
+            model.advance = own
+
+
+def _cast_float(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t.to(dtype) if t.is_floating_point() else t
 
 
 def _sampler_metrics(model: Any) -> dict[str, float]:
