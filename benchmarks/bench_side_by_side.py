@@ -16,8 +16,9 @@ one-step sampler its RBM trains with by default:
   and a pseudo-likelihood estimate per batch, all part of its ``fit``).
 
 The roofline (``bench_speed.roofline_seconds``) is the time of the 5 float32 GEMMs of 2·B·784·500
-flops that one CD-1 or PCD-1 update needs (v→h, h→v, the model-side hidden means, the
-two outer products), run alone on preallocated tensors.  Reported per library and batch:
+flops that one CD-1 update needs (v→h, h→v, the model-side hidden means, the two outer
+products), run alone on preallocated tensors: one yardstick for every row (a PCD-1 update
+needs one product more, so PCD rows would sit 6/5 higher against their own roofline).  Reported per library and batch:
 seconds per epoch, samples/s, fraction of the roofline (roofline_s / library_s, 1 = nothing
 but GEMMs) and ratios library_s / boltzkit_s against boltzkit CD and PCD.  Threads: torch's
 default (printed); NumPy's BLAS as the machine gives (printed).  Run in the benchmark venv

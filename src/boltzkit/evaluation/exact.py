@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,7 +94,7 @@ def _roles(rbm: RBM, layer: str) -> tuple[Units, Units, Callable[[Tensor], Tenso
     return rbm.visible, rbm.hidden, rbm.hidden_field
 
 
-def _progress_bar(units: Units, layer: str, size: int, progress: bool):
+def _progress_bar(units: Units, layer: str, size: int, progress: bool) -> Any:
     """A tqdm bar over the states of ``units`` when ``progress`` and there is more than one chunk."""
     if not progress or units.n_states <= size:
         return None
@@ -197,6 +198,7 @@ def _split_log_partition(rbm: RBM, layer: str, size: int, progress: bool = False
         one = torch.ones((), dtype=torch.float64, device=device)
     # the high states k·L of a block [start, start + step) are ψ(start) + ψ(j·L) − ψ(0), j < step / L
     base = _digit_base(units)
+    assert base is not None  # split_size checked it
     step = size * _largest_power(base, min(HIGH_BLOCK, units.n_states // size))
     if not _splits(units, step, device):
         step = size
