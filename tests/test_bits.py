@@ -43,7 +43,7 @@ def test_inplace_writes_over_the_probabilities():
     assert x.data_ptr() == p.data_ptr() and set(x.unique().tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("n_words", [1000, 100_000])  # torch's generator / NumPy's SFC64
+@pytest.mark.parametrize("n_words", [1000, 100_000])
 def test_every_16_bit_lane_is_uniform_and_independent(n_words):
     g = torch.Generator().manual_seed(3)
     lanes = bits.random_words(n_words, g).view(torch.int16).reshape(n_words, 4).double()
