@@ -1,4 +1,4 @@
-"""Bit-for-bit regression against reference tensors written by the code of commit d1d088f.
+"""Bit-for-bit regression against reference tensors written by the code of commit a9c7a3d.
 
 The cases (small trainings of RBM, fit/TrainingConfig, CFRBM) are defined in
 ``tests/data/make_reference.py``, which also wrote ``tests/data/reference_main.safetensors``
