@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..validation import check_int
-from .formats import load_mat_variables, read_regular_file
+from .formats import _fmt_keys, load_mat_variables, read_regular_file
 
 logger = logging.getLogger("boltzkit")
 
@@ -79,7 +79,7 @@ def _load_mat(path: Path) -> dict[str, list[np.ndarray]]:
     contents = load_mat_variables(path)
     found = {key: split for key, split in _MAT_KEYS.items() if key in contents}
     if not found:
-        raise DataError(f"{path}: no traindata/validdata/testdata variables (found {sorted(contents)})")
+        raise DataError(f"{path}: no traindata/validdata/testdata variables (found {_fmt_keys(sorted(contents))})")
     out = {}
     for key, split in found.items():
         cell = contents[key]
