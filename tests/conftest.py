@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,3 +29,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """300 × 16 binary rows with column means 0.1 … 0.9, saved as ``x.npy`` (for command-line tests)."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 16)) < np.linspace(0.1, 0.9, 16)).astype(np.float32)
+    path = tmp_path_factory.mktemp("data") / "x.npy"
+    np.save(path, x)
+    return path

@@ -13,15 +13,6 @@ from boltzkit import cli, exact
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    x = (rng.random((300, 16)) < np.linspace(0.1, 0.9, 16)).astype(np.float32)
-    path = tmp_path_factory.mktemp("data") / "x.npy"
-    np.save(path, x)
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_data):
     out = tmp_path_factory.mktemp("run")
     code = cli.main(["train", "--data", str(small_data), "--hidden", "6", "--epochs", "3",

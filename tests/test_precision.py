@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -250,15 +249,6 @@ def test_the_batch_loop_never_synchronises_with_the_gpu(monkeypatch, method, pre
 
 
 # -- the command line ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    x = (rng.random((200, 16)) < np.linspace(0.1, 0.9, 16)).astype(np.float32)
-    path = tmp_path_factory.mktemp("data") / "x.npy"
-    np.save(path, x)
-    return path
-
-
 def test_cli_trains_with_bf16_and_saves_the_setting(tmp_path, small_data):
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(small_data), "--hidden", "4", "--epochs", "2", "--batch-size", "20",
