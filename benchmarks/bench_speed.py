@@ -48,8 +48,9 @@ def load_train(n: int) -> torch.Tensor:
 
 def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.device,
                      draws: bool = False, repeats: int = 1, chain_rows: int | None = None) -> float:
-    """Time of the GEMMs of one epoch, alone; with ``draws``, also the uniform random numbers of
-    the k Gibbs sweeps (a floor for any sampler built on torch's generator).
+    """Time of the GEMMs of one epoch, alone; with ``draws``, also float uniforms for the k Gibbs
+    sweeps (the floor of a sampler drawing one float per unit from torch's generator; boltzkit's
+    16-bit draws, four per random word, can go below it).
 
     CD-k: 2k+3 GEMM-equivalents per update on B rows (the first v→h product is the positive
     field).  Persistent chains (``chain_rows``: PCD's chains, PT's chains × replicas): 2k on
