@@ -13,19 +13,35 @@ def every_level(n: int, generator=None, device=None) -> torch.Tensor:
     return torch.arange(-(LEVELS // 2), LEVELS // 2, dtype=torch.int16).repeat(n // LEVELS + 1)[:n]
 
 
-PROBABILITIES = [0.0, 1.0, 1e-9, 1 - 1e-9, 0.5, 0.3, 1 / 3, 2 ** -17, 3 * 2 ** -17, 0.999, 1e-5, 0.123456]
+PROBABILITIES = [0.0, 1.0, 1e-9, 1 - 1e-9, 0.5, 0.3, 1 / 3, 2 ** -17, 3 * 2 ** -17, 0.999, 1e-5, 0.123456,
+                 (0.5 + 2 ** -12) / LEVELS, (100.5 + 2 ** -10) / LEVELS]  # the last two: 2¹⁶p just above a half
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_law_is_the_rounded_probability_within_2_to_minus_17(monkeypatch, dtype):
+def exact_law(p: torch.Tensor) -> torch.Tensor:
+    """round(2¹⁶ p)/2¹⁶ with halves rounded down, in float64."""
+    return torch.ceil(p.double() * LEVELS - 0.5) / LEVELS
+
+
+def frequencies(monkeypatch, p: torch.Tensor) -> torch.Tensor:
+    """P(x = 1) of each entry of ``p``, exactly: every level of s once per row."""
     monkeypatch.setattr(bits, "uniform_levels", every_level)
-    p = torch.tensor(PROBABILITIES, dtype=dtype)
-    x = bits.bernoulli(p[:, None].expand(len(p), LEVELS).contiguous())
-    frequency = x.double().mean(1)  # exact: every level once per row
-    rounded = torch.ceil(p.double() * LEVELS - 0.5) / LEVELS  # 2¹⁶ p rounded, halves down
-    assert torch.equal(frequency, rounded)
-    assert float((frequency - p.double()).abs().max()) <= 2.0 ** -17 + 1e-12
+    return bits.bernoulli(p[:, None].expand(len(p), LEVELS).contiguous()).double().mean(1)
+
+
+def test_law_is_the_rounded_probability_in_float64(monkeypatch):
+    p = torch.tensor(PROBABILITIES, dtype=torch.float64)
+    frequency = frequencies(monkeypatch, p)
+    assert torch.equal(frequency, exact_law(p))
+    assert float((frequency - p).abs().max()) <= 2.0 ** -17 + 1e-15
     assert float(frequency[0]) == 0.0 and float(frequency[1]) == 1.0  # deterministic units stay so
+
+
+def test_float32_law_is_within_2_to_minus_17_plus_2_to_minus_25(monkeypatch):
+    p = torch.tensor(PROBABILITIES, dtype=torch.float32)
+    frequency = frequencies(monkeypatch, p)
+    assert float((frequency - exact_law(p)).abs().max()) <= 1 / LEVELS  # at most one level off
+    assert float((frequency - p.double()).abs().max()) <= 2.0 ** -17 + 2.0 ** -25
+    assert float(frequency[0]) == 0.0 and float(frequency[1]) == 1.0
 
 
 def test_half_precision_is_compared_in_float32(monkeypatch):
@@ -33,7 +49,7 @@ def test_half_precision_is_compared_in_float32(monkeypatch):
     p = torch.tensor([0.3, 0.7, 1e-3], dtype=torch.bfloat16)
     x = bits.bernoulli(p[:, None].expand(3, LEVELS).contiguous())
     assert x.dtype == torch.bfloat16
-    assert torch.equal(x.double().mean(1), torch.ceil(p.double() * LEVELS - 0.5) / LEVELS)
+    assert torch.equal(x.double().mean(1), exact_law(p))
 
 
 def test_inplace_writes_over_the_probabilities():

@@ -16,6 +16,7 @@ from boltzkit import RBM, Trainer, TrainingConfig, cli, exact
 from boltzkit.errors import ConfigurationError
 from boltzkit.models.rbm import RBM as RBMClass
 from boltzkit.training.callbacks import Callback
+from boltzkit.training.gradient import ContrastiveDivergence
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -145,6 +146,8 @@ def test_reduced_precision_needs_a_float32_model_and_bf16_needs_chains():
 
     with pytest.raises(ConfigurationError, match="has none"):
         Trainer(Regression(4, 1), TrainingConfig(precision="bf16"))
+    with pytest.raises(ConfigurationError, match="round the chains' gaussian values"):
+        Trainer(RBM(8, 3, visible="gaussian"), TrainingConfig(precision="bf16"))
     Trainer(Regression(4, 1), TrainingConfig(epochs=1, batch_size=10, precision="tf32")).fit(torch.rand(30, 4))
 
 
@@ -169,6 +172,35 @@ def test_tf32_sets_the_matmul_precision_only_while_the_batches_run(monkeypatch):
             callbacks=[Watch()]).fit(_data(100))
     assert inside and all(s != before for s in inside)
     assert seen_by_callbacks == [before, before] and _matmul_setting() == before
+
+
+def test_code_inside_a_tf32_epoch_can_still_read_the_matmul_setting(monkeypatch):
+    """torch.compile and user callbacks call torch.get_float32_matmul_precision(); the context must not
+    put torch into its 'mixed legacy and new API' state, where that call raises."""
+    read: list[str] = []
+    step = ContrastiveDivergence.step
+
+    def reading_step(self, *args, **kwargs):
+        read.append(torch.get_float32_matmul_precision())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(ContrastiveDivergence, "step", reading_step)
+    Trainer(RBM(16, 6, seed=0), TrainingConfig(epochs=1, batch_size=20, method="cd", precision="tf32")).fit(_data(60))
+    assert read == ["medium"] * 3 and torch.get_float32_matmul_precision() != "medium"
+
+
+def test_bf16_chains_are_undone_after_an_error(monkeypatch):
+    rbm = RBM(16, 6, seed=0)
+    trainer = Trainer(rbm, TrainingConfig(epochs=1, batch_size=20, method="cd", precision="bf16"))
+
+    def broken(*args, **kwargs):
+        assert "advance" in vars(rbm)  # the bf16 sweeps are in place while the batches run
+        raise ValueError("boom")
+
+    monkeypatch.setattr(trainer.estimator, "step", broken)
+    with pytest.raises(ValueError, match="boom"):
+        trainer.fit(_data(60))
+    assert "advance" not in vars(rbm)
 
 
 def test_the_matmul_setting_is_restored_after_an_error_and_from_a_non_default_value(monkeypatch):

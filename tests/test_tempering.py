@@ -180,3 +180,34 @@ def test_training_log_reports_swap_acceptance_of_parallel_tempering():
     assert history[-1]["swap_rate_min"] == pytest.approx(float(rates.min()))
     plain = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=1, batch_size=20)).fit(data)
     assert not any(key.startswith("swap") for key in plain[0])
+
+
+def test_free_energies_share_one_field_and_match_free_energy():
+    rbm = random_rbm(7, 4, scale=0.7, seed=5)
+    v = torch.bernoulli(torch.full((6, 7), 0.4, dtype=torch.float64), generator=torch.Generator().manual_seed(0))
+    betas = [torch.full((6, 1), 1.0, dtype=torch.float64), torch.linspace(0, 1, 6, dtype=torch.float64)[:, None]]
+    expected = torch.stack([rbm.free_energy(v, b) for b in betas])
+    assert torch.allclose(rbm.free_energies(v, betas), expected, atol=1e-12)
+    # the EnergyModel default (one free_energy call per β) gives the same
+    assert torch.allclose(super(type(rbm), rbm).free_energies(v, betas), expected, atol=1e-12)
+
+
+def test_every_pair_of_a_reloaded_longer_ladder_swaps():
+    """The swap indices are cached per ladder: a state with more temperatures must not reuse
+    the pairs of the shorter ladder (pairs beyond it would never be tried)."""
+    rbm = random_rbm(6, 3, scale=0.3, seed=1)
+    data = torch.bernoulli(torch.full((4, 6), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    short = ParallelTempering(tempering_betas(3), n_chains=4)
+    short.advance(rbm, data, 2, g)
+    longer = ParallelTempering(tempering_betas(5), n_chains=4)
+    longer.advance(rbm, data, 1, g)
+    short.load_state_dict(longer.state_dict())
+    short.advance(rbm, data, 4, g)
+    assert short.replicas == 5 and bool((short.swap_attempts > 0).all())
+
+
+def test_a_ladder_of_one_temperature_never_swaps():
+    pt = ParallelTempering([1.0], n_chains=3)
+    pt.swap(random_rbm(4, 2))  # no pair, no chains needed
+    assert pt.swap_attempts.numel() == 0

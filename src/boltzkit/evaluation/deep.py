@@ -41,7 +41,8 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..models.dbn import DBN, log_conditional, up_pass
 from ..models.deep_boltzmann import DBM
-from ..models.units import _bits, bernoulli
+from ..models.units import _bits
+from ..sampling.bits import bernoulli
 from ..training.batches import as_tensor
 from . import ais, exact
 from .ais import AISResult, LikelihoodEstimate

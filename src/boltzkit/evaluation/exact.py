@@ -23,7 +23,7 @@ u = exp(t − s) ≤ 1 and B_k = exp(a(k·L) + s),
 
 one multiply-add per term and one log per group of :data:`PRODUCT_GROUP` terms instead of
 an exp and a log each, all in float64 (the factors are ≥ 1, and a block whose products
-could overflow takes the plain path).  On 784 × 20 this is ~6× faster than the float64
+could overflow takes the plain path).  On 784 × 20 this is ≈ 5× faster than the float64
 GEMM + softplus floor; see ``benchmarks/bench_exact.py``.
 """
 

@@ -46,11 +46,12 @@ from torch.nn import functional as F
 
 from ..checkpoint import register
 from ..errors import CheckpointError, ConfigurationError, DataError
+from ..sampling.bits import bernoulli
 from ..sampling.state import ChainState
 from ..validation import check_float, check_int, is_integer, parse_dtype
 from .base import EnergyModel, check_rows
 from .rbm import RBM
-from .units import Bernoulli, Beta, Units, _bits, _is_scaled, bernoulli, unit_count
+from .units import Bernoulli, Beta, Units, _bits, _is_scaled, unit_count
 from .units import register as register_units
 
 #: enumerate the even hidden layers in :meth:`DBM.free_energy` only up to this many units

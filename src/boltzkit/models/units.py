@@ -147,9 +147,10 @@ class Bernoulli(Units):
         whose log1p argument lies in (−½, 0]: every term is computed to the working
         precision's relative accuracy, however small Δ is (≈ 2× faster than float64
         softplus differences, and as accurate).  The sums over a row stay in the working
-        precision (a float32 sum of H terms is off by ~10⁻⁷ of itself: ≲ 10⁻⁸ nats per β for
-        Δ ≤ 10⁻³, against AIS standard errors of 10⁻² nats); only the per-row result, which
-        AIS accumulates over thousands of β, is float64."""
+        precision: a float32 sum of H terms is off by ≈ 2·10⁻⁷ of itself (measured at H = 500:
+        4·10⁻⁸ nats per β at field scale 1, 1.3·10⁻⁶ at scale 30, Δ = 10⁻³), far below AIS
+        standard errors of 10⁻² nats; only the per-row result, which AIS accumulates over
+        thousands of β, is float64."""
         sign, low, high = (1.0, previous, beta) if beta >= previous else (-1.0, beta, previous)
         step = high - low
         size = field.abs()
@@ -255,7 +256,6 @@ def make_units(spec: str | Units, n: int) -> Units:
             f"unknown unit type {spec!r}; choose from {', '.join(sorted(UNIT_TYPES))}")
     cls = UNIT_TYPES[name]
     return cls(n, argument) if argument else cls(n)
-
 
 
 @register

@@ -13,8 +13,6 @@ cost what the generator saved.)
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
@@ -39,13 +37,15 @@ def uniform_levels(n: int, generator: torch.Generator | None = None,
 
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None, *, inplace: bool = False) -> Tensor:
-    """x ∈ {0, 1} with P(x = 1) = round(2¹⁶ p) / 2¹⁶ (halves rounded down), in ``p``'s dtype.
+    """x ∈ {0, 1} with P(x = 1) within 2⁻¹⁷ + 2⁻²⁵ of p, in ``p``'s dtype.
 
     With s uniform on {−2¹⁵ … 2¹⁵ − 1} (:func:`uniform_levels`), x = 1 where
-    s + 2¹⁵ + ½ < 2¹⁶ p: the 2¹⁶ equally likely values of s + 2¹⁵ below 2¹⁶ p − ½ are
-    round(2¹⁶ p) of them, so the draw's bias is at most 2⁻¹⁷ (0.0000076) and p = 0 and
-    p = 1 stay exact.  ``inplace=True`` writes the draw over ``p`` (a temporary the caller
-    owns), saving an allocation.  Half-precision probabilities are compared in float32.
+    s < t = 2¹⁶ p − 2¹⁵ − ½: the 2¹⁶ equally likely values of s + 2¹⁵ below 2¹⁶ p − ½ are
+    round(2¹⁶ p) of them (halves rounded down), so the law is round(2¹⁶ p)/2¹⁶ — exactly in
+    float64; in float32 t is rounded to 2⁻⁹ (|t| < 2¹⁵), which moves one level only when
+    2¹⁶ p is within 2⁻⁹ of a half-integer, hence the extra 2⁻²⁵.  p = 0 and p = 1 stay exact.
+    ``inplace=True`` writes the draw over ``p`` (a temporary the caller owns), saving an
+    allocation.  Half-precision probabilities are compared in float32.
     """
     p = p.detach()  # a draw is never differentiable
     levels = uniform_levels(p.numel(), generator, p.device).view(p.shape)
@@ -54,14 +54,12 @@ def bernoulli(p: Tensor, generator: torch.Generator | None = None, *, inplace: b
     return _below(p, levels, inplace)
 
 
-@functools.lru_cache(maxsize=16)
-def _offset(dtype: torch.dtype, device: torch.device) -> Tensor:
-    """−(2¹⁵ + ½) as a 0-d tensor (made once per dtype and device)."""
-    return torch.tensor(-(_LEVELS / 2 + 0.5), dtype=dtype, device=device)
+#: −(2¹⁵ + ½) as CPU 0-d tensors (they combine with tensors on any device) of each float dtype
+_OFFSETS = {dtype: torch.tensor(-(_LEVELS / 2 + 0.5), dtype=dtype) for dtype in (torch.float32, torch.float64)}
 
 
 def _below(p: Tensor, levels: Tensor, inplace: bool) -> Tensor:
-    """1 where levels + 2¹⁵ + ½ < 2¹⁶ p, else 0 (over ``p`` when ``inplace``)."""
-    offset = _offset(p.dtype, p.device)
+    """1 where levels < 2¹⁶ p − 2¹⁵ − ½, else 0 (over ``p`` when ``inplace``)."""
+    offset = _OFFSETS.get(p.dtype, _OFFSETS[torch.float64])
     threshold = torch.add(offset, p, alpha=_LEVELS, out=p if inplace else None)  # one pass
     return threshold.gt_(levels)

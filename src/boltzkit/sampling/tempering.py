@@ -80,7 +80,7 @@ class ParallelTempering(PersistentChains):
         self.swap_accepted = torch.zeros(max(len(betas) - 1, 0), dtype=torch.int64)
         self.swap_attempts = torch.zeros_like(self.swap_accepted)
         self.parity = 0
-        self._pair_cache: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor, Tensor] | None] = {}
+        self._pair_cache: dict[tuple[int, int, int, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
 
     @property
     def replicas(self) -> int:
@@ -133,13 +133,12 @@ class ParallelTempering(PersistentChains):
         device), so on CUDA a round runs without synchronisation."""
         R = self.replicas
         parity, self.parity = self.parity, 1 - self.parity
+        if parity >= R - 1:  # no pair (r, r+1) with r ≡ parity
+            return
         chains = self._live()
         state, device = chains.visible, chains.visible.device
         n = state.shape[0] // R
-        pairs = self._pairs(parity, n, device)
-        if pairs is None:
-            return
-        lower, rows_i, rows_j = pairs                                # replicas at β_i, neighbours at β_j
+        lower, rows_i, rows_j = self._pairs(parity, n, device)  # replicas at β_i, neighbours at β_j
         betas = self.betas.to(device, state.dtype)
         beta_i = betas[lower].repeat_interleave(n)
         beta_j = betas[lower + 1].repeat_interleave(n)
@@ -158,18 +157,14 @@ class ParallelTempering(PersistentChains):
         self.swap_accepted.index_add_(0, lower, accept.reshape(len(lower), n).sum(1))
         self.swap_attempts.index_add_(0, lower, torch.full_like(lower, n))
 
-    def _pairs(self, parity: int, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor] | None:
+    def _pairs(self, parity: int, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """(lower replicas r ≡ parity, their rows, their neighbours' rows) for n chains per
-        replica, on ``device``; None when there is no such pair."""
-        key, cache = (parity, n, device), self._pair_cache
+        replica, on ``device``; made once per ladder size, parity, n and device."""
+        key, cache = (self.replicas, parity, n, device), self._pair_cache
         if key not in cache:
-            lower = list(range(parity, self.replicas - 1, 2))
-            if not lower:
-                cache[key] = None
-            else:
-                pairs = torch.tensor(lower, device=device)
-                rows_i = (pairs.unsqueeze(1) * n + torch.arange(n, device=device)).reshape(-1)
-                cache[key] = (pairs, rows_i, rows_i + n)
+            pairs = torch.arange(parity, self.replicas - 1, 2, device=device)
+            rows_i = (pairs.unsqueeze(1) * n + torch.arange(n, device=device)).reshape(-1)
+            cache[key] = (pairs, rows_i, rows_i + n)
         return cache[key]
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigurationError, DivergenceError
-from ..models.units import all_finite
+from ..models.units import Units, all_finite
 from ..sampling import ChainState
 from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source
 from .callbacks import Callback
@@ -147,6 +147,11 @@ class Trainer:
         if precision == "bf16" and not callable(getattr(self.model, "advance", None)):
             raise ConfigurationError(f"precision 'bf16' runs the Gibbs chains in bfloat16; "
                                      f"{type(self.model).__name__} has none (use 'float32' or 'tf32')")
+        continuous = [units.kind for units in self.model.modules()
+                      if isinstance(units, Units) and not units.discrete]
+        if precision == "bf16" and continuous:
+            raise ConfigurationError(f"precision 'bf16' would round the chains' {continuous[0]} values to "
+                                     f"8 bits; it suits discrete units only (use 'float32' or 'tf32')")
 
     def _precision(self) -> AbstractContextManager[None]:
         """The arithmetic of ``config.precision``, set while the batches of an epoch run."""
@@ -532,12 +537,18 @@ def make_sgd(model: Any, config: TrainingConfig) -> torch.optim.Optimizer:
 
 @contextmanager
 def reduced_float32_matmul(device: torch.device) -> Iterator[None]:
-    """While inside, float32 matrix products on ``device`` may round their inputs: TF32 on CUDA,
-    bf16 through oneDNN on a CPU (AMX / avx512_bf16; elsewhere oneDNN keeps float32).  Tensors and
-    results stay float32; the previous setting is restored on the way out, also after an error."""
+    """While inside, float32 matrix products on ``device`` may round their inputs: TF32 on CUDA
+    (``"high"``), bf16 through oneDNN on a CPU (``"medium"``; AMX / avx512_bf16, elsewhere oneDNN
+    keeps float32).  Tensors and results stay float32; the previous setting is restored on the way
+    out, also after an error.  It goes through ``torch.set_float32_matmul_precision`` so that code
+    inside (``torch.compile``, a callback) may still read it; only where the caller has already
+    used torch's per-backend ``fp32_precision`` settings (the two APIs cannot be mixed) is the
+    device's backend setting changed instead."""
     cuda = device.type == "cuda"
-    backend = torch.backends.cuda.matmul if cuda else getattr(torch.backends.mkldnn, "matmul", None)
-    if backend is not None and hasattr(backend, "fp32_precision"):  # torch ≥ 2.9: one backend only
+    try:
+        previous = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the caller set per-backend precisions: keep to that API
+        backend = torch.backends.cuda.matmul if cuda else torch.backends.mkldnn.matmul
         saved = backend.fp32_precision
         backend.fp32_precision = "tf32" if cuda else "bf16"
         try:
@@ -545,8 +556,7 @@ def reduced_float32_matmul(device: torch.device) -> Iterator[None]:
         finally:
             backend.fp32_precision = saved
         return
-    previous = torch.get_float32_matmul_precision()  # older torch: the one global setting
-    torch.set_float32_matmul_precision("medium")
+    torch.set_float32_matmul_precision("high" if cuda else "medium")
     try:
         yield
     finally:
