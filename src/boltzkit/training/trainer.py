@@ -567,7 +567,8 @@ def reduced_float32_matmul(device: torch.device) -> Iterator[None]:
 def bf16_chains(model: Any, device: torch.device) -> Iterator[None]:
     """While inside, ``model.advance`` — every Gibbs sweep of every estimator — runs under
     ``torch.autocast(device, bfloat16)``: its matrix products take bf16 inputs, and the states it
-    returns are cast back to the model's dtype (exact for 0/1 and ±1 units).  The positive phase,
+    returns are cast back to the model's dtype (exact for 0/1 and ±1 units; a chain that ends on
+    means, CD's ``visible="mean"``, returns them rounded to bf16).  The positive phase,
     the gradient writer (in-place ``addmm(out=…)``, which autocast cannot take), the optimizer,
     tempering swaps and saved chains stay float32."""
     dtype = next(model.parameters()).dtype
