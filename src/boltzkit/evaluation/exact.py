@@ -105,7 +105,7 @@ def _progress_bar(units: Units, layer: str, size: int, progress: bool) -> Any:
 
 def _chunks(rbm: RBM, layer: str, progress: bool = False) -> Iterator[Tensor]:
     """−F(s) for every state s of the enumerated layer, chunk by chunk."""
-    units, other = (rbm.hidden, rbm.visible) if layer == "hidden" else (rbm.visible, rbm.hidden)
+    units, other, _ = _roles(rbm, layer)
     free_energy = rbm.free_energy_hidden if layer == "hidden" else rbm.free_energy
     size = max(1, CHUNK_ELEMENTS // max(other.dim, units.dim))
     device = rbm.weight.device
