@@ -86,6 +86,12 @@ def density(a: argparse.Namespace, results: dict) -> None:
         trainer = Trainer(dbm, TrainingConfig(epochs=a.dbm_epochs, batch_size=100, lr=a.dbm_lr, centered=True,
                                               seed=0, init_visible_bias=False))
         _, seconds = timed(trainer.fit, train)
+        if a.save:
+            from boltzkit import checkpoint
+
+            tensors, state = trainer.training_state()
+            checkpoint.save(a.save, dbm, {"training": trainer.config.to_dict(), "epochs_done": trainer.epoch,
+                                          "training_state": state}, tensors)
         forward, s_f = timed(deep.evaluate, dbm, test, "ais", a.chains, a.betas, 0)
         reverse, s_r = timed(deep.evaluate, dbm, test, "raise", a.chains, a.betas, 1)
         results["dbm"] = {"sizes": dbm.sizes, "pretrain_seconds": pre_seconds, "train_seconds": seconds,
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
     p.add_argument("--logreg-iter", type=int, default=200, help="LogisticRegression max_iter (default 200)")
     p.add_argument("--train-rows", type=int, default=None, help="use only the first N training rows (default all)")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="write the trained DBM (with its training state) to this checkpoint directory")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
     a.models = a.models.split(",")

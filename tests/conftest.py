@@ -39,3 +39,28 @@ def small_data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "x.npy"
     np.save(path, x)
     return path
+
+
+class Crash(Exception):
+    """Stands for the process dying (power cut, kill -9) just after a checkpoint was written."""
+
+
+@pytest.fixture
+def crash_after_epoch(monkeypatch):
+    """``crash_after_epoch(n)``: the command line's per-epoch checkpoint callback raises
+    :class:`Crash` right after writing epoch ``n`` — what a crash leaves behind for ``--resume``."""
+    from boltzkit.cli import common
+
+    def arm(n: int) -> type[Crash]:
+        write = common.SaveEachEpoch.on_epoch_end
+
+        def written_then_crash(self, trainer, epoch, metrics):
+            write(self, trainer, epoch, metrics)
+            if epoch == n:
+                raise Crash(f"crash after epoch {n}")
+
+        monkeypatch.setattr(common.SaveEachEpoch, "on_epoch_end", written_then_crash)
+        return Crash
+
+    yield arm
+    monkeypatch.undo()

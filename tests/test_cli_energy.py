@@ -96,3 +96,51 @@ def test_evaluate_refuses_points_outside_the_support_and_high_dimensions(tmp_pat
     assert main(["energy", "train", "--data", str(data3), *FAST[:2], *FAST[4:], "--out", str(out3)]) == 0
     assert main(["energy", "evaluate", str(out3), "--data", str(data3)]) == 2
     assert "1-D or 2-D" in capsys.readouterr().err
+
+
+# -- a crash, then --resume ------------------------------------------------------------------
+@pytest.mark.parametrize("options", [["--method", "replay"], ["--method", "pcd", "--sampler", "hmc", "--leapfrog", "3"],
+                                     ["--method", "cd", "--sampler", "langevin"]])
+def test_a_run_that_crashed_after_an_epoch_resumes_bit_for_bit(tmp_path, crash_after_epoch, options):
+    """The checkpoint written after each epoch holds the model, the chains or replay buffer, Adam's
+    state, the adapted step size and both random streams: resuming it equals the run never stopped."""
+    run = ["energy", "train", "--toy", "rings", *FAST[2:], *options, "--epochs", "4", "--device", "cpu"]
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    assert main([*run, "--out", str(whole)]) == 0
+    crash = crash_after_epoch(2)
+    with pytest.raises(crash):
+        main([*run, "--out", str(crashed)])
+    assert json.loads((crashed / "config.json").read_text())["epochs_done"] == 2
+    assert main(["energy", "train", "--resume", str(crashed), "--epochs", "4", "--samples", "200",
+                 "--sample-steps", "20", "--quiet", "--device", "cpu", "--out", str(crashed)]) == 0
+    assert (crashed / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    assert len((crashed / "metrics.csv").read_text().strip().splitlines()) == 5
+
+
+def test_flags_that_contradict_the_resumed_run_exit_2_and_write_nothing(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["energy", "train", "--toy", "rings", *FAST, "--out", str(first)]) == 0
+    capsys.readouterr()
+    for flags, named in ((["--k", "5"], "--k 5 (the run has 3)"), (["--hidden", "8"], "--hidden 8 (the run has 16 16)"),
+                         (["--toy", "moons"], "--toy moons (the run has rings)")):
+        out = tmp_path / "again"
+        assert main(["energy", "train", "--resume", str(first), "--epochs", "3", *flags, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert named in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+    # the run's own values may be repeated
+    assert main(["energy", "train", "--resume", str(first), "--epochs", "3", "--k", "3", "--toy", "rings",
+                 "--samples", "50", "--sample-steps", "5", "--quiet", "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_resume_needs_a_checkpoint_that_recorded_its_settings(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["energy", "train", "--toy", "rings", *FAST, "--out", str(first)]) == 0
+    config = json.loads((first / "config.json").read_text())
+    del config["settings"]  # as written before energy train could resume
+    (first / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["energy", "train", "--resume", str(first), "--epochs", "3", "--out", str(tmp_path / "o")]) == 2
+    assert "records no run settings" in capsys.readouterr().err
+    assert main(["energy", "train", "--epochs", "3", "--out", str(tmp_path / "o")]) == 2  # no points at all
+    assert "--toy NAME or --data" in capsys.readouterr().err

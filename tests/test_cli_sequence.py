@@ -224,3 +224,21 @@ def test_resume_without_training_state_exits_2_and_writes_nothing(tmp_path, musi
                  str(tmp_path / "never"), "--quiet"]) == 2
     assert "holds no training state" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_resume_refuses_a_flag_that_contradicts_the_run(tmp_path, music, capsys):
+    """The saved run's settings are the run's: a typed one that differs is an error (it was
+    silently replaced by the saved value), repeating the saved value is fine."""
+    base = ["sequence", "train", "--data", str(music), "--hidden", "6", "--batch-size", "4", "--quiet"]
+    assert main([*base, "--epochs", "1", "--lr", "0.02", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    for flags, named in ((["--lr", "0.5"], "--lr 0.5 (the run has 0.02)"),
+                         (["--model", "lstm"], "--model lstm (the run has rnn)"),
+                         (["--patience", "3"], "--patience 3 (the run has 10)")):
+        out = tmp_path / "again"
+        assert main([*base, "--epochs", "2", "--resume", str(tmp_path / "run"), *flags, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert named in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+    assert main([*base, "--epochs", "2", "--lr", "0.02", "--resume", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "ok")]) == 0

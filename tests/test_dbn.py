@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from boltzkit import checkpoint
-from boltzkit.cli import core
+from boltzkit.cli import core, main
 from boltzkit.cli import deep as cli_deep
 from boltzkit.errors import BoltzkitError, ConfigurationError, DataError
 from boltzkit.evaluation import deep
@@ -258,3 +258,24 @@ def test_train_and_resume_a_dbm(tmp_path):
         assert torch.equal(t, resumed.checkpoint_tensors()[name]), name
     result = cli_deep.evaluate_deep(model, torch.from_numpy(np.load(tmp_path / "x.npy")), "exact")
     assert result["method"] == "exact" and result["variational_bound"] <= result["log_likelihood"] + 1e-9
+
+
+@pytest.mark.parametrize("flags, named", [(["--lr", "0.3"], "--lr 0.3 (the run has 0.05)"),
+                                          (["--mean-field-steps", "3"], "--mean-field-steps 3 (the run has 10)"),
+                                          (["--dtype", "float64"], "--dtype float64 (the run has float32)"),
+                                          (["--hidden", "6,5"], "--hidden 6,5 (the run has 6,4)")])
+def test_dbm_resume_refuses_flags_that_contradict_the_run(tmp_path, capsys, flags, named):
+    """Given with --resume, a setting the saved run does not have is an error, not silently dropped."""
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "x.npy", (rng.random((40, 10)) < 0.3).astype(np.float32))
+    data = ["--model", "dbm", "--data", str(tmp_path / "x.npy"), "--quiet", "--batch-size", "20"]
+    assert main(["train", *data, "--hidden", "6,4", "--pretrain-epochs", "1", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    hidden = [] if "--hidden" in flags else ["--hidden", "6,4"]
+    out = tmp_path / "again"
+    assert main(["train", *data, *hidden, "--resume", str(tmp_path / "run"), "--epochs", "2", *flags,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import check_output_directory
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
+from ..training.callbacks import Callback
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -162,6 +163,76 @@ def save_run(out: Path, trainer: Any, extra: dict[str, Any], model: Any = None) 
         tensors, extra = gathered, {**extra, "processes": trainer.distributed.world}
     checkpoint.save(out, trainer.model if model is None else model,
                     extra={**extra, "epochs_done": trainer.epoch, "training_state": state}, state=tensors)
+
+
+class SaveEachEpoch(Callback):
+    """A training callback: the checkpoint, with everything a bit-for-bit ``--resume`` needs, after
+    every epoch (a crash leaves the last finished epoch loadable and resumable), and every
+    ``keep_every`` epochs also a kept copy in ``DIR/epoch-NNNN``.  ``model`` (default: the
+    trainer's) is what is saved, for commands whose trainer wraps the model."""
+
+    def __init__(self, out: Path, extra: dict[str, Any], keep_every: int | None = None, model: Any = None) -> None:
+        self.out, self.extra, self.keep_every, self.model = out, extra, keep_every, model
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        save_run(self.out, trainer, self.extra, self.model)
+        if self.keep_every and epoch % self.keep_every == 0:
+            save_run(self.out / f"epoch-{epoch:04d}", trainer, self.extra, self.model)
+
+
+def resumable(directory: str, device: torch.device | str, kind: Any) -> Any:
+    """``--resume DIR``: its checkpoint (model, config, training-state tensors), refused in one line
+    when it is of another kind or holds no training state."""
+    from .. import checkpoint
+
+    saved = checkpoint.load_checkpoint(directory, device, kind=kind, training_state=True)
+    if "training_state" not in saved.config or not isinstance(saved.config.get("training"), dict):
+        raise ConfigurationError(f"--resume {directory} holds no training state to resume from")
+    return saved
+
+
+def run_settings(args: argparse.Namespace, defaults: dict[str, tuple[str, Any]],
+                 saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that define a run, written into ``args`` and returned (for the checkpoint).
+
+    ``defaults`` maps each argparse ``dest`` to (its flag, its default); the parser leaves them
+    None so that a typed value is known.  A new run takes the typed value, else the default.
+    A resumed run (``saved``: the settings its checkpoint recorded) takes the saved values, and
+    a typed value that contradicts one is refused in one line rather than silently dropped.
+    """
+    settings, conflicts = {}, []
+    for dest, (flag, default) in defaults.items():
+        typed = getattr(args, dest, None)
+        if saved is not None and dest in saved:
+            value = saved[dest]
+            if typed is not None and typed != value:
+                conflicts.append(f"{flag} {_shown(typed)} (the run has {_shown(value)})")
+        else:
+            value = default if typed is None else typed
+        settings[dest] = value
+        setattr(args, dest, value)
+    refuse_conflicts(conflicts)
+    return settings
+
+
+def refuse_conflicts(conflicts: list[str]) -> None:
+    """One line naming the typed flags (``"--k 5 (the run has 3)"``) that contradict a resumed run."""
+    if conflicts:
+        raise ConfigurationError(f"--resume continues the saved run; these flags contradict it: "
+                                 f"{'; '.join(conflicts)}. Drop them, or start a new run with --out")
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def saved_settings(config: dict[str, Any], directory: str) -> dict[str, Any]:
+    """The ``settings`` a resumable checkpoint recorded (refused when it has none)."""
+    settings = config.get("settings")
+    if not isinstance(settings, dict):
+        raise ConfigurationError(f"--resume {directory}: the checkpoint records no run settings (it was written "
+                                 f"before this command could resume); start a new run")
+    return settings
 
 
 def resume_on_restart(args: argparse.Namespace, allowed: bool = True) -> None:

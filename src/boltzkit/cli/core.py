@@ -277,19 +277,6 @@ def _sweeps(rbm: RBM, n: int, steps: int, seed: int, mean: bool, method: str, re
         return out.cpu().numpy()
 
 
-class _SaveEachEpoch(Callback):
-    """Writes the checkpoint, with everything a bit-for-bit resume needs, after every epoch, and
-    every ``keep_every`` epochs also a copy in ``DIR/epoch-NNNN`` (kept)."""
-
-    def __init__(self, out: Path, extra: dict[str, Any], keep_every: int | None = None) -> None:
-        self.out, self.extra, self.keep_every = out, extra, keep_every
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        save_run(self.out, trainer, self.extra)
-        if self.keep_every and epoch % self.keep_every == 0:
-            save_run(self.out / f"epoch-{epoch:04d}", trainer, self.extra)
-
-
 def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
     """The checkpoint with the training state (:func:`boltzkit.cli.common.save_run`: on several
     processes rank 0 gathers each rank's chains and RNG state and writes the one checkpoint)."""
@@ -297,13 +284,20 @@ def save_run(out: Path, trainer: Trainer, extra: dict[str, Any]) -> None:
 
 
 # -- train --------------------------------------------------------------------------------------------
-def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
-    """Flags given with --resume whose value differs from the saved run's."""
+def flag_conflicts(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
+    """Training flags (:data:`RUN_FLAGS`) given with --resume whose value differs from the saved
+    run's training config ``saved``."""
     conflicts = []
     for flag, field in RUN_FLAGS.items():
         value = getattr(args, flag, None)
         if value not in (None, False) and saved.get(field) != value:
             conflicts.append(f"--{flag.replace('_', '-')} {value} (the run has {saved.get(field)})")
+    return conflicts
+
+
+def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
+    """Flags given with --resume whose value differs from the saved run's."""
+    conflicts = flag_conflicts(args, saved)
     if args.hidden is not None:
         n_hidden, kind = _layer_types(args.hidden)
         if (n_hidden, kind) != (model_config.get("n_hidden"), model_config.get("hidden")):
@@ -396,10 +390,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "training_state" not in resume_config or "training" not in resume_config:
             raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
         saved = dict(resume_config["training"])
-        conflicts = _resume_conflicts(args, saved, resume_config)
-        if conflicts:
-            raise ConfigurationError(f"--resume continues the saved run; these flags contradict it: "
-                                     f"{'; '.join(conflicts)}. Drop them, or start a new run with --out")
+        common.refuse_conflicts(_resume_conflicts(args, saved, resume_config))
         saved["epochs"] = args.epochs
         if args.threads is not None:
             saved["threads"] = args.threads
@@ -467,7 +458,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(board)  # writes each epoch's metrics.csv row once the other callbacks filled it
     extra = {"training": config.to_dict(), "data": args.data or "embedded:binarized_mnist_test",
              "holdout": holdout, "monitored_on": descriptions, **data_info}
-    trainer = Trainer(rbm, config, callbacks=callbacks + [_SaveEachEpoch(out, extra, args.save_every)],
+    trainer = Trainer(rbm, config, callbacks=callbacks + [common.SaveEachEpoch(out, extra, args.save_every)],
                       progress=not args.quiet)
     if args.resume:
         trainer.load_training_state(resume_tensors, resume_config["training_state"])

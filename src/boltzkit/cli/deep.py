@@ -34,7 +34,7 @@ from ..models.deep_boltzmann import DBM
 from ..models.units import make_units
 from ..training import Trainer, TrainingConfig, distributed
 from . import common
-from .core import _new_config, _SaveEachEpoch, load_data, parse_binarize, save_run
+from .core import _new_config, flag_conflicts, load_data, parse_binarize, save_run
 
 #: the model kinds of ``--model`` this module trains
 KINDS = ("dbn", "dbm")
@@ -192,6 +192,17 @@ def train_deep(args: argparse.Namespace) -> int:
             model, saved, state = checkpoint.load_checkpoint(resume, device, kind=DBM, training_state=True)
             if "training_state" not in saved or "training" not in saved:
                 raise ConfigurationError(f"--resume {resume} holds no training state to resume from")
+            conflicts = flag_conflicts(args, saved["training"])
+            if getattr(args, "hidden", None) is not None and [*sizes] != model.sizes[1:]:
+                conflicts.append(f"--hidden {','.join(map(str, sizes))} (the run has "
+                                 f"{','.join(map(str, model.sizes[1:]))})")
+            steps = getattr(args, "mean_field_steps", None)
+            if steps is not None and steps != model.mean_field_steps:
+                conflicts.append(f"--mean-field-steps {steps} (the run has {model.mean_field_steps})")
+            if getattr(args, "dtype", None) is not None and dtype != model.weights[0].dtype:
+                run_dtype = str(model.weights[0].dtype).removeprefix("torch.")
+                conflicts.append(f"--dtype {args.dtype} (the run has {run_dtype})")
+            common.refuse_conflicts(conflicts)
             config = TrainingConfig.from_dict({**saved["training"], "epochs": args.epochs})
             x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, model.weights[0].dtype)
             model.check_data(x, f"--data {data_name}")
@@ -214,7 +225,7 @@ def train_deep(args: argparse.Namespace) -> int:
                 history = [{"stage": f"pre-training RBM {i + 1}", **row} for i, h in enumerate(histories) for row in h]
             extra = {"training": config.to_dict(), "data": data_name,
                      "pretraining": pre_config.to_dict() if pre_config else None}
-        trainer = Trainer(model, config, callbacks=[_SaveEachEpoch(out, extra)], progress=progress)
+        trainer = Trainer(model, config, callbacks=[common.SaveEachEpoch(out, extra)], progress=progress)
         if resume:
             trainer.load_training_state(state, saved["training_state"])
         status = 0

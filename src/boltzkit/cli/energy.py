@@ -74,18 +74,6 @@ def _train_points(args: argparse.Namespace) -> tuple[np.ndarray, tuple[list[floa
     return x, support_of(x, args.margin), args.data
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BoltzkitError(f"unknown device {name!r} (use cpu, cuda, cuda:0, …)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BoltzkitError("--device cuda was asked for but no CUDA device is available")
-    return device
-
-
 def build_model(n_features: int, support, sampler: str, step_size: float | None, leapfrog: int,
                 hidden: list[int], activation: str, seed: int, energy_penalty: float,
                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> EnergyFunctionModel:
@@ -163,8 +151,26 @@ def save_density_plot(path: Path, model: EnergyFunctionModel, data: np.ndarray, 
     return plot.save_figure(fig, path)
 
 
+#: the flags that define an ``energy train`` run (dest: (flag, default)); a resumed run takes
+#: them from its checkpoint
+RUN_SETTINGS: dict[str, tuple[str, Any]] = {
+    "toy": ("--toy", None), "data": ("--data", None), "n": ("--n", 10000), "margin": ("--margin", 0.25),
+    "sampler": ("--sampler", "mala"), "step_size": ("--step-size", None), "leapfrog": ("--leapfrog", 5),
+    "method": ("--method", "replay"), "k": ("--k", 10), "chains": ("--chains", None),
+    "buffer_size": ("--buffer-size", 10000), "reinit": ("--reinit", 0.05), "layers": ("--hidden", [64, 64]),
+    "activation": ("--activation", "silu"), "energy_penalty": ("--energy-penalty", 0.0),
+    "batch_size": ("--batch-size", 200), "lr": ("--lr", 1e-3), "seed": ("--seed", 0), "dtype": ("--dtype", "float32"),
+}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    device = _device(args.device)
+    device = common.device(args.device)
+    common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
+    saved = common.resumable(args.resume, device, EnergyFunctionModel) if args.resume else None
+    settings = common.run_settings(args, RUN_SETTINGS,
+                                   common.saved_settings(saved.config, args.resume) if saved else None)
+    if not (args.toy or args.data):
+        raise BoltzkitError("give the training points: --toy NAME or --data POINTS.npy")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     if min(args.layers) < 1:
         raise BoltzkitError(f"--hidden sizes must be at least 1, got {args.layers}")
@@ -188,8 +194,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launched
     x_np, support, source = _train_points(args)
     d = x_np.shape[1]
-    model = build_model(d, support, args.sampler, args.step_size, args.leapfrog, args.layers, args.activation,
-                        args.seed, args.energy_penalty, dtype, device)
+    if saved is not None:
+        model = saved.model  # its check_data refuses points of another dimension
+    else:
+        model = build_model(d, support, args.sampler, args.step_size, args.leapfrog, args.layers, args.activation,
+                            args.seed, args.energy_penalty, dtype, device)
     x = torch.from_numpy(x_np).to(device, dtype)
     model.check_data(x, source)
     config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -198,13 +207,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     # n_chains and the buffer count over all ranks: each of W ranks keeps 1/W of them
     estimator = make_negative_phase(args.method, args.k, chains, -(-args.buffer_size // world), args.reinit)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.999))
-    trainer = Trainer(model, config, estimator=estimator, optimizer=optimizer, progress=not args.quiet)
-    with torch_threads(args.threads):
-        status = common.fit_status(trainer.fit, x)
-    extra = {"training": config.to_dict(), "data": source, "n": int(x.shape[0]),
+    extra = {"training": config.to_dict(), "data": source, "n": int(x.shape[0]), "settings": settings,
              "negative_phase": {"method": args.method, "k": args.k, "chains": args.chains,
                                 "buffer_size": args.buffer_size, "reinit": args.reinit},
              "optimizer": {"name": "Adam", "lr": args.lr, "betas": [0.0, 0.999]}}
+    trainer = Trainer(model, config, estimator=estimator, optimizer=optimizer, progress=not args.quiet,
+                      callbacks=[common.SaveEachEpoch(out, extra)])  # a crash keeps the last epoch
+    if saved is not None:
+        trainer.load_training_state(saved.state, saved.config["training_state"])
+    with torch_threads(args.threads):
+        status = common.fit_status(trainer.fit, x)
     common.save_run(out, trainer, extra)  # with every rank's chains / replay buffer
     if not distributed.is_main():
         return status
@@ -225,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model, config, _ = checkpoint.load_checkpoint(args.model, _device(args.device), kind=EnergyFunctionModel)
+    model, config, _ = checkpoint.load_checkpoint(args.model, common.device(args.device), kind=EnergyFunctionModel)
     if args.grid is not None and args.grid < 3:
         raise BoltzkitError(f"--grid must be at least 3, got {args.grid}")
     if args.toy:
@@ -256,42 +268,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     t = esub.add_parser("train", help="train an MLP energy on points by CD / PCD / replay buffer",
                         formatter_class=common.HelpFormatter)
-    source = t.add_mutually_exclusive_group(required=True)
-    source.add_argument("--toy", choices=TOYS, help="a 2-D toy density (FFJORD's)")
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--toy", choices=TOYS, help="a 2-D toy density (FFJORD's); this or --data is needed")
     source.add_argument("--data", metavar="POINTS.npy", help="a .npy of points, one per row")
-    t.add_argument("--n", type=int, default=10000, help="points drawn from --toy (default 10000)")
-    t.add_argument("--margin", type=float, default=0.25,
+    t.add_argument("--n", type=int, help="points drawn from --toy (default 10000)")
+    t.add_argument("--margin", type=float,
                    help="the support is the data's range widened by this fraction per side (default 0.25; "
                         "--toy uses the box [-4.5, 4.5]^2)")
-    t.add_argument("--sampler", choices=["langevin", "mala", "hmc"], default="mala",
+    t.add_argument("--sampler", choices=["langevin", "mala", "hmc"],
                    help="MCMC kernel of the negative phase (default mala)")
     t.add_argument("--step-size", type=float, metavar="EPS",
                    help="initial step size (default langevin 0.01, mala 0.05, hmc 0.1; MALA and HMC adapt it)")
-    t.add_argument("--leapfrog", type=int, default=5, help="HMC leapfrog steps (default 5)")
-    t.add_argument("--method", choices=["cd", "pcd", "replay"], default="replay",
+    t.add_argument("--leapfrog", type=int, help="HMC leapfrog steps (default 5)")
+    t.add_argument("--method", choices=["cd", "pcd", "replay"],
                    help="negative phase: CD-k from the data, persistent chains, or a replay buffer (default)")
-    t.add_argument("--k", type=int, default=10, help="MCMC steps per update (default 10)")
+    t.add_argument("--k", type=int, help="MCMC steps per update (default 10)")
     t.add_argument("--chains", type=int, help="persistent/replay chains per update (default: the batch size)")
-    t.add_argument("--buffer-size", type=int, default=10000, help="replay buffer size (default 10000)")
-    t.add_argument("--reinit", type=float, default=0.05, help="replay: fraction restarted from noise (default 0.05)")
-    t.add_argument("--hidden", type=int, nargs="+", default=[64, 64], dest="layers", metavar="N",
+    t.add_argument("--buffer-size", type=int, help="replay buffer size (default 10000)")
+    t.add_argument("--reinit", type=float, help="replay: fraction restarted from noise (default 0.05)")
+    t.add_argument("--hidden", type=int, nargs="+", dest="layers", metavar="N",
                    help="MLP hidden sizes (default 64 64)")
-    t.add_argument("--activation", choices=["silu", "relu", "tanh", "softplus", "elu"], default="silu",
+    t.add_argument("--activation", choices=["silu", "relu", "tanh", "softplus", "elu"],
                    help="MLP activation (default silu)")
-    t.add_argument("--energy-penalty", type=float, default=0.0,
+    t.add_argument("--energy-penalty", type=float,
                    help="α of α(U(x⁺)² + U(x⁻)²) (Du & Mordatch 2019; default 0)")
-    t.add_argument("--epochs", type=int, default=20, help="passes over the points (default 20)")
-    t.add_argument("--batch-size", type=int, default=200, help="points per update (default 200)")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, decayed linearly to 0 (default 1e-3)")
+    t.add_argument("--epochs", type=int, default=20, help="passes over the points in total (default 20)")
+    t.add_argument("--batch-size", type=int, help="points per update (default 200)")
+    t.add_argument("--lr", type=float, help="Adam learning rate, decayed linearly to 0 (default 1e-3)")
     t.add_argument("--samples", type=int, default=2000, help="model samples drawn for the picture (default 2000)")
     t.add_argument("--sample-steps", type=int, default=500,
                    help="kernel steps from uniform noise for those samples (default 500)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the toy points, weights and chains (default 0)")
+    t.add_argument("--seed", type=int, help="seed of the toy points, weights and chains (default 0)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small updates)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
+    t.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run saved in DIR (model, chains or buffer, optimizer, random state and "
+                        "settings; giving a setting that differs is refused) up to --epochs in total "
+                        "(default: a new run)")
+    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (rewritten after each epoch)")
     add_process_arguments(t)
     t.set_defaults(func=cmd_train)
 

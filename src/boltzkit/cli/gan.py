@@ -67,14 +67,30 @@ def _name(path: str | None) -> str:
     return path if path else EMBEDDED_NAME
 
 
+#: the flags that define a ``gan train`` run (dest: (flag, default)); a resumed run takes them
+#: from its checkpoint
+RUN_SETTINGS: dict[str, tuple[str, Any]] = {
+    "data": ("--data", None), "key": ("--key", None), "binarize": ("--binarize", None),
+    "output": ("--output", "bernoulli"), "sigma": ("--sigma", 0.1), "latent": ("--latent", 10),
+    "architecture": ("--architecture", "mlp"), "gan_hidden": ("--hidden", 256), "channels": ("--channels", 32),
+    "k": ("--k", 1), "m": ("--m", 100), "loss": ("--loss", "minimax"), "optimizer": ("--optimizer", "adam"),
+    "lr": ("--lr", 2e-4), "d_lr": ("--d-lr", None), "collapse_threshold": ("--collapse-threshold", 0.05),
+    "seed": ("--seed", 0),
+}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    device = common.device(args.device)
+    common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
+    saved = common.resumable(args.resume, device, GAN) if args.resume else None
+    settings = common.run_settings(args, RUN_SETTINGS,
+                                   common.saved_settings(saved.config, args.resume) if saved else None)
     for flag, value in (("--m", args.m), ("--latent", args.latent), ("--hidden", args.gan_hidden)):
         check_int(flag, value, least=1)
     if args.d_lr is not None and not (math.isfinite(args.d_lr) and args.d_lr > 0):
         raise ConfigurationError(f"--d-lr must be a positive number, got {args.d_lr}")
     if not (math.isfinite(args.sigma) and args.sigma > 0):
         raise ConfigurationError(f"--sigma must be a positive number, got {args.sigma}")
-    device = common.device(args.device)
     out = common.output_directory(args.out)
     check_int("--channels", args.channels, least=1)
     if not (math.isfinite(args.collapse_threshold) and args.collapse_threshold >= 0):
@@ -86,27 +102,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if launched is not None:
         return launched
     x_np = _prepared(_load(args.data, args.key, args.binarize), args.output, _name(args.data))
-    model = GAN(x_np.shape[1], args.latent, (args.gan_hidden,), (args.gan_hidden,), args.output, args.sigma,
-                seed=args.seed, device=device, architecture=args.architecture, channels=args.channels)
+    if saved is not None:
+        model = saved.model  # its check_data refuses data of another width
+    else:
+        model = GAN(x_np.shape[1], args.latent, (args.gan_hidden,), (args.gan_hidden,), args.output, args.sigma,
+                    seed=args.seed, device=device, architecture=args.architecture, channels=args.channels)
     x = torch.from_numpy(x_np).to(device)
     model.check_data(x, _name(args.data))
     config = TrainingConfig(epochs=args.epochs, batch_size=args.k * args.m, lr=args.lr, momentum=0.0,
                             initial_momentum=0.0, weight_decay=0.0, lr_schedule="constant",
                             init_visible_bias=False, seed=args.seed)
     guards = [ModeCollapseGuard(x, args.collapse_threshold, seed=args.seed)] if args.collapse_threshold > 0 else []
-    trainer = gan_trainer(model, config, k=args.k, m=args.m, loss=args.loss, progress=not args.quiet, callbacks=guards,
+    extra: dict[str, Any] = {
+        "data": _name(args.data), "n": int(x.shape[0]), "training": config.to_dict(), "settings": settings,
+        "gan": {"architecture": args.architecture, "k": args.k, "m": args.m, "loss": args.loss,
+                "optimizer": args.optimizer, "lr": args.lr, "d_lr": args.d_lr or args.lr}}
+    trainer = gan_trainer(model, config, k=args.k, m=args.m, loss=args.loss, progress=not args.quiet,
+                          callbacks=[*guards, common.SaveEachEpoch(out, extra)],  # a crash keeps the last epoch
                           generator_optimizer=make_optimizer(model.generator_parameters(), args.optimizer, args.lr),
                           discriminator_optimizer=make_optimizer(model.discriminator_parameters(), args.optimizer,
                                                                  args.d_lr or args.lr))
+    if saved is not None:
+        trainer.load_training_state(saved.state, saved.config["training_state"])
     start = time.perf_counter()
     with torch_threads(args.threads):
         status = common.fit_status(trainer.fit, x)
     seconds = time.perf_counter() - start
-    extra = {"data": _name(args.data), "n": int(x.shape[0]), "epochs_done": trainer.epoch,
-             "training": config.to_dict(), "seconds": seconds,
-             "gan": {"architecture": args.architecture, "k": args.k, "m": args.m,
-                      "loss": args.loss, "optimizer": args.optimizer, "lr": args.lr,
-                     "d_lr": args.d_lr or args.lr}}
+    extra["seconds"] = seconds
     common.save_run(out, trainer, extra)
     if not distributed.is_main():
         return status
@@ -230,30 +252,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     t = gsub.add_parser("train", help="train an MLP GAN by the adversarial algorithm", formatter_class=HelpFormatter)
     data_options(t, "training rows, one image per row")
-    t.add_argument("--output", choices=["bernoulli", "gaussian"], default="bernoulli",
-                   help="observation model p(x | G(z)): Bernoulli for 0/1 pixels, Gaussian for real values")
-    t.add_argument("--sigma", type=float, default=0.1, help="σ of the Gaussian observation model")
-    t.add_argument("--latent", type=int, default=10, help="latent dimension of z ~ N(0, I)")
-    t.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
-                   help="MLP pair, or a small convolutional pair for square images (side a multiple of 4)")
-    t.add_argument("--hidden", type=int, default=256, dest="gan_hidden",
-                   help="hidden units of each network's one hidden layer (--architecture mlp)")
-    t.add_argument("--channels", type=int, default=32,
-                   help="feature maps C of the convolutional pair (C and 2C; --architecture conv)")
-    t.add_argument("--k", type=int, default=1, help="discriminator steps per generator step")
-    t.add_argument("--m", type=int, default=100, help="minibatch size m (noise samples and data rows per step)")
-    t.add_argument("--loss", choices=GENERATOR_LOSSES, default="minimax",
-                   help="generator loss: minimax log(1 − D(G(z))) or non-saturating −log D(G(z))")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
-                   help="torch.optim optimizer of each network (adam: betas 0.5, 0.999)")
-    t.add_argument("--lr", type=float, default=2e-4, help="generator learning rate")
+    # the run's settings default to None so that a typed value is known (RUN_SETTINGS has the defaults)
+    t.add_argument("--output", choices=["bernoulli", "gaussian"],
+                   help="observation model p(x | G(z)): Bernoulli for 0/1 pixels, Gaussian for real values "
+                        "(default bernoulli)")
+    t.add_argument("--sigma", type=float, help="σ of the Gaussian observation model (default 0.1)")
+    t.add_argument("--latent", type=int, help="latent dimension of z ~ N(0, I) (default 10)")
+    t.add_argument("--architecture", choices=["mlp", "conv"],
+                   help="MLP pair, or a small convolutional pair for square images (side a multiple of 4) "
+                        "(default mlp)")
+    t.add_argument("--hidden", type=int, dest="gan_hidden",
+                   help="hidden units of each network's one hidden layer (--architecture mlp; default 256)")
+    t.add_argument("--channels", type=int,
+                   help="feature maps C of the convolutional pair (C and 2C; --architecture conv; default 32)")
+    t.add_argument("--k", type=int, help="discriminator steps per generator step (default 1)")
+    t.add_argument("--m", type=int, help="minibatch size m (noise samples and data rows per step; default 100)")
+    t.add_argument("--loss", choices=GENERATOR_LOSSES,
+                   help="generator loss: minimax log(1 − D(G(z))) or non-saturating −log D(G(z)) "
+                        "(default minimax)")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+                   help="torch.optim optimizer of each network (adam: betas 0.5, 0.999; default adam)")
+    t.add_argument("--lr", type=float, help="generator learning rate (default 0.0002)")
     t.add_argument("--d-lr", type=float, help="discriminator learning rate (default: --lr)")
-    t.add_argument("--epochs", type=int, default=10, help="passes over the data")
-    t.add_argument("--collapse-threshold", type=float, default=0.05,
+    t.add_argument("--epochs", type=int, default=10, help="passes over the data in total")
+    t.add_argument("--collapse-threshold", type=float,
                    help="stop (exit 1, last good epoch kept) when the samples' mean pairwise distance falls "
-                        "below this fraction of the data's (mode collapse); 0 turns the check off")
-    t.add_argument("--seed", type=int, default=0, help="seed of the weights, noise and shuffling (default 0)")
-    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory")
+                        "below this fraction of the data's (mode collapse); 0 turns the check off (default 0.05)")
+    t.add_argument("--seed", type=int, help="seed of the weights, noise and shuffling (default 0)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run saved in DIR (both networks, both optimizers, random state and "
+                        "settings; giving a setting that differs is refused) up to --epochs in total "
+                        "(default: a new run)")
+    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (rewritten after each epoch)")
     add_process_arguments(t)
     t.set_defaults(func=cmd_train)
 

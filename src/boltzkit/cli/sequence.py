@@ -43,10 +43,10 @@ from ..models.sequence import (
     gradient_flow,
     plot_gradient_flow,
 )
-from ..training import Callback, distributed
+from ..training import distributed
 from ..training.threads import torch_threads
 from ..validation import check_int
-from .common import HelpFormatter, finite_json, output_file, resume_on_restart, save_run
+from .common import HelpFormatter, SaveEachEpoch, finite_json, output_file, resume_on_restart, run_settings, save_run
 
 
 def _splits(path: str, frames_per_beat: int) -> dict[str, list]:
@@ -102,33 +102,39 @@ def _save_run(out: Path, model: Any, extra: dict[str, Any], trainer: Any = None)
         checkpoint.save(out, model, extra=extra)
 
 
-class _SaveEachEpoch(Callback):
-    """The model and training state after every epoch (a crash leaves the last finished epoch
-    loadable and resumable)."""
-
-    def __init__(self, out: Path, extra: dict[str, Any]) -> None:
-        self.out, self.extra = out, extra
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        _save_run(self.out, trainer.model, {**self.extra, "epochs_done": epoch}, trainer)
+#: the flags that define a ``sequence train`` run (dest: (flag, default)); a resumed run takes
+#: them from its checkpoint
+RUN_SETTINGS: dict[str, tuple[str, Any]] = {
+    "model": ("--model", "rnn"), "recurrence": ("--recurrence", "rnn"), "n_hidden": ("--hidden", 100),
+    "n_recurrent": ("--recurrent", 100), "k": ("--k", 15), "pretrain_epochs": ("--pretrain-epochs", 0),
+    "validate_every": ("--validate-every", 1), "valid_ais_chains": ("--valid-ais-chains", 8),
+    "valid_ais_betas": ("--valid-ais-betas", 100), "activation": ("--activation", "tanh"),
+    "init": ("--init", "uniform"), "split": ("--split", "train"), "patience": ("--patience", 10),
+    "batch_size": ("--batch-size", 8), "lr": ("--lr", 1e-3), "optimizer": ("--optimizer", "adam"),
+    "clip": ("--clip", None), "method": ("--method", "autograd"), "truncation": ("--truncation", None),
+    "seed": ("--seed", 0),
+}
 
 
 def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None:
-    """With ``--resume DIR``: its model and training state; the run's settings (all but ``--epochs``,
-    the new total) are copied into ``args``."""
+    """The run's settings into ``args`` (:func:`~boltzkit.cli.common.run_settings`); with ``--resume
+    DIR`` also its model and training state: the saved settings (all but ``--epochs``, the new
+    total) are the run's, and a typed flag that contradicts one is refused."""
     if not args.resume:
+        args.settings = run_settings(args, RUN_SETTINGS)
         return None
     model, saved, tensors = checkpoint.load_checkpoint(args.resume, "cpu", kind=(SequenceModel, RecurrentRBM),
                                                        training_state=True)
     if "training_state" not in saved or not isinstance(saved.get("training"), dict):
         raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
-    for key, value in saved["training"].items():
-        if key != "epochs" and hasattr(args, key):
-            setattr(args, key, value)
+    kind = ("rtrbm" if isinstance(model, RTRBM) else "rnn-rbm" if isinstance(model, RNNRBM)
+            else "lstm" if isinstance(model, LSTM) else "rnn")
+    settings = saved.get("settings")
+    if not isinstance(settings, dict):  # written before the settings were recorded: what it kept
+        settings = {**{k: v for k, v in saved["training"].items() if k != "epochs"},
+                    "split": saved.get("split", "train"), "model": kind}
+    args.settings = run_settings(args, RUN_SETTINGS, settings)
     args.frames_per_beat = saved.get("frames_per_beat", 1)
-    args.split = saved.get("split", args.split)
-    args.model = ("rtrbm" if isinstance(model, RTRBM) else "rnn-rbm" if isinstance(model, RNNRBM)
-                  else "lstm" if isinstance(model, LSTM) else "rnn")
     return model, (tensors, saved["training_state"])
 
 
@@ -169,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = LSTM(N_NOTES, args.n_hidden, **common)
     if args.method == "bptt" and args.model != "rnn":
         raise BoltzkitError("--method bptt (explicit back-propagation through time) is written for --model rnn")
-    extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames,
+    extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames, "settings": args.settings,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "clip", "method",
                                                         "truncation", "patience", "seed")}}
     return _fit_and_report(
@@ -178,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               optimizer=args.optimizer, clip=args.clip, method=args.method,
                               truncation=args.truncation, patience=args.patience if valid is not None else None,
                               seed=args.seed, threads=args.threads, progress=not args.quiet,
-                              callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1]),
+                              callbacks=[SaveEachEpoch(out, extra)], resume=resume and resume[1]),
         lambda m, data: {key: value for key, value in evaluate_sequences(m, data).items()
                          if key in ("nll_per_step", "frame_accuracy", "frames")})
 
@@ -231,7 +237,7 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
         model = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
     else:
         model = RNNRBM(N_NOTES, args.n_hidden, args.n_recurrent, recurrence=args.recurrence, seed=args.seed)
-    extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames,
+    extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames, "settings": args.settings,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
                                                         "pretrain_epochs", "recurrence", "seed", "validate_every",
                                                         "valid_ais_chains", "valid_ais_betas")}}
@@ -243,7 +249,7 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
                                      pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
                                      ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
                                      seed=args.seed, threads=args.threads, progress=not args.quiet,
-                                     callbacks=[_SaveEachEpoch(out, extra)], resume=resume and resume[1])
+                                     callbacks=[SaveEachEpoch(out, extra)], resume=resume and resume[1])
 
     return _fit_and_report(args, out, model, splits, extra, fit, lambda m, data: _rbm_metrics(m, data, args))
 
@@ -396,43 +402,43 @@ def add_parser(sub: Any) -> None:
     t = seq.add_parser("train", help="train a next-step RNN or LSTM with sigmoid outputs, or an RNN-RBM / RTRBM; "
                                      "early stopping", formatter_class=HelpFormatter)
     data_options(t)
-    t.add_argument("--model", choices=("rnn", "lstm") + RBM_MODELS, default="rnn",
+    t.add_argument("--model", choices=("rnn", "lstm") + RBM_MODELS,
                    help="rnn, lstm (recurrent networks) or rnn-rbm, rtrbm (an RBM per frame) (default rnn)")
-    t.add_argument("--recurrence", choices=("rnn", "lstm"), default="rnn",
+    t.add_argument("--recurrence", choices=("rnn", "lstm"),
                    help="rnn-rbm: the cell that carries the context (default rnn)")
-    t.add_argument("--hidden", dest="n_hidden", type=int, default=100, metavar="N",
+    t.add_argument("--hidden", dest="n_hidden", type=int, metavar="N",
                    help="hidden units (of each step's RBM for rnn-rbm/rtrbm) (default 100)")
-    t.add_argument("--recurrent", dest="n_recurrent", type=int, default=100, metavar="N",
+    t.add_argument("--recurrent", dest="n_recurrent", type=int, metavar="N",
                    help="rnn-rbm: units of the recurrent cell (default 100)")
-    t.add_argument("--k", type=int, default=15, help="rnn-rbm/rtrbm: Gibbs sweeps of CD-k per step (default 15)")
-    t.add_argument("--pretrain-epochs", type=int, default=0,
+    t.add_argument("--k", type=int, help="rnn-rbm/rtrbm: Gibbs sweeps of CD-k per step (default 15)")
+    t.add_argument("--pretrain-epochs", type=int,
                    help="rnn-rbm/rtrbm: epochs of CD on all frames for the shared RBM first (default 0)")
-    t.add_argument("--validate-every", type=int, default=1,
+    t.add_argument("--validate-every", type=int,
                    help="rnn-rbm/rtrbm: validation NLL every N epochs (default 1)")
-    t.add_argument("--valid-ais-chains", type=int, default=8,
+    t.add_argument("--valid-ais-chains", type=int,
                    help="rnn-rbm/rtrbm: AIS chains per step for the validation NLL (default 8)")
-    t.add_argument("--valid-ais-betas", type=int, default=100,
+    t.add_argument("--valid-ais-betas", type=int,
                    help="rnn-rbm/rtrbm: AIS temperatures per step for the validation NLL (default 100)")
     ais_options(t)
-    t.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="RNN activation (default tanh)")
-    t.add_argument("--init", choices=("uniform", "identity"), default="uniform",
+    t.add_argument("--activation", choices=("tanh", "relu"), help="RNN activation (default tanh)")
+    t.add_argument("--init", choices=("uniform", "identity"),
                    help="RNN recurrent weights: uniform(±1/√H) or identity (IRNN) (default uniform)")
-    t.add_argument("--split", default="train", help="training split (default train)")
+    t.add_argument("--split", help="training split (default train)")
     t.add_argument("--valid-split", default="valid",
                    help="split for early stopping, or 'none' (default valid, when the file has one)")
     t.add_argument("--epochs", type=int, default=200, help="most epochs (default 200)")
-    t.add_argument("--patience", type=int, default=10,
+    t.add_argument("--patience", type=int,
                    help="stop after this many epochs without a better validation NLL (default 10)")
-    t.add_argument("--batch-size", type=int, default=8, help="sequences per update (default 8)")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 0.001)")
-    t.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), default="adam", help="default adam")
+    t.add_argument("--batch-size", type=int, help="sequences per update (default 8)")
+    t.add_argument("--lr", type=float, help="learning rate (default 0.001)")
+    t.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), help="default adam")
     t.add_argument("--clip", type=float, default=None, help="gradient-norm clipping threshold (default none)")
-    t.add_argument("--method", choices=("autograd", "bptt"), default="autograd",
+    t.add_argument("--method", choices=("autograd", "bptt"),
                    help="gradient: autograd through the fused kernel, or the explicit BPTT loop (rnn; slower) "
                         "(default autograd)")
     t.add_argument("--truncation", type=int, default=None,
                    help="truncated BPTT length (with --method bptt; default none: full)")
-    t.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    t.add_argument("--seed", type=int, help="seed of initialisation and data order (default 0)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
     t.add_argument("--resume", metavar="DIR",
                    help="continue the run saved in DIR (its model, optimizer, random state and settings) up to "
