@@ -211,3 +211,23 @@ def test_a_ladder_of_one_temperature_never_swaps():
     pt = ParallelTempering([1.0], n_chains=3)
     pt.swap(random_rbm(4, 2))  # no pair, no chains needed
     assert pt.swap_attempts.numel() == 0
+
+
+def test_one_hidden_field_per_step_serves_the_swaps_and_the_sweep(monkeypatch):
+    """Swap-then-sweep: the field c + vW of every replica, computed once for the swaps'
+    free energies, also draws the sweep's hidden units (it was computed twice per step)."""
+    rbm = random_rbm(6, 4, seed=3)
+    pt = ParallelTempering(tempering_betas(4), n_chains=5)
+    data = torch.bernoulli(torch.full((5, 6), 0.5, dtype=rbm.weight.dtype), generator=torch.Generator().manual_seed(0))
+    pt.advance(rbm, data, 1, torch.Generator().manual_seed(1))
+    calls: list[int] = []
+    field = type(rbm).hidden_field
+
+    def counted(self, v):
+        calls.append(v.shape[0])
+        return field(self, v)
+
+    monkeypatch.setattr(type(rbm), "hidden_field", counted)
+    pt.advance(rbm, data, 3, torch.Generator().manual_seed(2))
+    assert calls == [4 * 5] * 3
+    assert "hidden_field" not in pt.chains.layers  # consumed by the sweep, never checkpointed

@@ -135,10 +135,17 @@ class EnergyModel(Model):
         """F_β(x) per row, shape ``(batch,)``."""
         raise NotImplementedError
 
-    def free_energies(self, x: Tensor, betas: list[Tensor]) -> Tensor:
+    def free_energies(self, x: Tensor, betas: list[Tensor], field: Tensor | None = None) -> Tensor:
         """F_β(x) for each β of ``betas`` (``(batch, 1)`` tensors), stacked: ``(len(betas), batch)``.
-        Models override it to share the work that does not depend on β (an RBM's hidden field)."""
+        Models override it to share the work that does not depend on β: ``field`` is what
+        :meth:`tempered_field` returned for ``x`` (None: computed here)."""
         return torch.stack([self.free_energy(x, beta) for beta in betas])
+
+    def tempered_field(self, x: Tensor) -> Tensor | None:
+        """The work on rows ``x`` that does not depend on β and that both :meth:`free_energies`
+        and the next sweep of :meth:`advance` can reuse — an RBM's hidden field, which a chain
+        state carries as its ``hidden_field`` layer; None (the default): nothing is shared."""
+        return None
 
     # -- sampling ---------------------------------------------------------------------------
     def init_chains(self, data: Tensor, n: int, generator: torch.Generator | None = None) -> ChainState:

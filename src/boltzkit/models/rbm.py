@@ -225,21 +225,25 @@ class RBM(EnergyModel):
         """``steps`` block-Gibbs sweeps h ~ p_β(h | v), v ~ p_β(v | h).
 
         A state that already holds ``hidden`` (a draw of h for its visible rows, as CD's start
-        state from the positive phase) begins with the visible half-step.  ``final_mean``
-        ends on E[v | h] instead of a sample (the reconstruction of Hinton's guide, §3).
+        state from the positive phase) begins with the visible half-step; one that holds
+        ``hidden_field`` (:meth:`tempered_field` of its visible rows, as parallel tempering
+        leaves it) draws the first h from that field.  ``final_mean`` ends on E[v | h] instead
+        of a sample (the reconstruction of Hinton's guide, §3).
         """
         with torch.no_grad():
-            v, h = state.visible, state.get("hidden")
+            v, h, field = state.visible, state.get("hidden"), state.get("hidden_field")
             for step in range(steps):
                 if h is None:
-                    h = self.sample_hidden(v, generator, beta)
+                    h = self.sample_hidden(v, generator, beta) if field is None else \
+                        self.hidden.sample(field, generator, beta)
+                    field = None
                 if final_mean and step == steps - 1:
                     v = self.visible_mean(h, beta)
                     v = v.mul_(mask) if mask is not None else v
                 else:
                     v = self.sample_visible(h, generator, beta, mask)
                 h = None
-        return state.replace(v, hidden=None)
+        return state.replace(v, hidden=None, hidden_field=None)
 
     def chain_start(self, data: Tensor, positive: Tensor | None, generator: torch.Generator | None = None
                     ) -> ChainState:
@@ -330,11 +334,17 @@ class RBM(EnergyModel):
         return _per_row(beta) * self.visible.self_energy(v) - self.hidden.log_partition(
             self.hidden_field(v), beta)
 
-    def free_energies(self, v: Tensor, betas: list[Tensor]) -> Tensor:
-        """F_β(v) for several β from one hidden field c + φ(v)W (one matrix product in all)."""
-        field, self_energy = self.hidden_field(v), self.visible.self_energy(v)
+    def free_energies(self, v: Tensor, betas: list[Tensor], field: Tensor | None = None) -> Tensor:
+        """F_β(v) for several β from one hidden field c + φ(v)W (one matrix product in all, none
+        when ``field`` is given)."""
+        field = self.hidden_field(v) if field is None else field
+        self_energy = self.visible.self_energy(v)
         return torch.stack([_per_row(beta) * self_energy - self.hidden.log_partition(field, beta)
                             for beta in betas])
+
+    def tempered_field(self, v: Tensor) -> Tensor:
+        """The hidden field c + φ(v)W: the same for every β (see :meth:`EnergyModel.tempered_field`)."""
+        return self.hidden_field(v)
 
     def free_energy_hidden(self, h: Tensor, beta: Beta = 1.0) -> Tensor:
         """F_β(h) with the visible layer summed out: β E_self^h(h) − log Z_v(b + Wψ(h))."""

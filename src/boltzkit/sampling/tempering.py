@@ -49,10 +49,14 @@ class ParallelTempering(PersistentChains):
     holds the replicas temperature-major: rows ``r·n … (r+1)·n − 1`` are the n chains at β_r,
     so rows ``0 … n−1`` (β_1 = 1) are samples of the model itself.
 
-    One :meth:`advance` step is a block-Gibbs sweep of all replicas at once (β passed as a
-    ``(rows, 1)`` tensor) followed by a round of swaps between neighbouring temperatures
-    (pairs (1,2), (3,4), … and (2,3), (4,5), … on alternate steps).  States v_i at β_i and
-    v_j at β_j are exchanged with the Metropolis probability of the product distribution::
+    One :meth:`advance` step is a round of swaps between neighbouring temperatures (pairs
+    (1,2), (3,4), … and (2,3), (4,5), … on alternate steps) followed by a block-Gibbs sweep of
+    all replicas at once (β passed as a ``(rows, 1)`` tensor); each kernel leaves the tempered
+    product distribution invariant, so their composition does.  A model whose free energies
+    share β-independent work (:meth:`~boltzkit.models.base.EnergyModel.tempered_field`: an
+    RBM's hidden field) computes it once per step, for the swaps and for the sweep's first
+    half-step.  States v_i at β_i and v_j at β_j are exchanged with the Metropolis
+    probability of the product distribution::
 
         log A = [−F_βi(v_j) − F_βj(v_i)] − [−F_βi(v_i) − F_βj(v_j)],   accept if u < e^{log A}
 
@@ -111,7 +115,7 @@ class ParallelTempering(PersistentChains):
 
     def advance(self, model: EnergyModel, v_data: Tensor, steps: int,
                 generator: torch.Generator | None = None) -> ChainState:
-        """``steps`` times: one transition of every replica, then one round of swaps.
+        """``steps`` times: one round of swaps, then one transition of every replica.
 
         Returns the β = 1 replicas.
         """
@@ -120,8 +124,8 @@ class ParallelTempering(PersistentChains):
         beta = self.betas.to(start.device, start.dtype).repeat_interleave(n).unsqueeze(1)
         with torch.no_grad():
             for _ in range(steps):
-                self.chains = model.advance(self._live(), 1, generator, beta)
                 self.swap(model, generator)
+                self.chains = model.advance(self._live(), 1, generator, beta)
         chains = self._live()
         return chains.index(torch.arange(n, device=chains.visible.device)) if chains.layers \
             else ChainState(self.model_samples())
@@ -130,13 +134,18 @@ class ParallelTempering(PersistentChains):
         """One round of Metropolis swaps between pairs (r, r+1) with r ≡ parity (mod 2).
 
         No value is read back to the host (the pair indices are built once per shape and
-        device), so on CUDA a round runs without synchronisation."""
+        device), so on CUDA a round runs without synchronisation.  The model's
+        :meth:`~boltzkit.models.base.EnergyModel.tempered_field` of every row, when it has one,
+        is left in the chains (``hidden_field``, permuted with them) for the next sweep."""
         R = self.replicas
         parity, self.parity = self.parity, 1 - self.parity
         if parity >= R - 1:  # no pair (r, r+1) with r ≡ parity
             return
         chains = self._live()
         state, device = chains.visible, chains.visible.device
+        field = model.tempered_field(state)
+        if field is not None:
+            chains = chains.replace(state, hidden_field=field)
         n = state.shape[0] // R
         lower, rows_i, rows_j = self._pairs(parity, n, device)  # replicas at β_i, neighbours at β_j
         betas = self.betas.to(device, state.dtype)
@@ -144,7 +153,9 @@ class ParallelTempering(PersistentChains):
         beta_j = betas[lower + 1].repeat_interleave(n)
         # rows (v_i, v_j) at their own and at the neighbour's temperature: one field for both
         own, other = torch.cat([beta_i, beta_j]).unsqueeze(1), torch.cat([beta_j, beta_i]).unsqueeze(1)
-        f = model.free_energies(torch.cat([state[rows_i], state[rows_j]]), [own, other]).reshape(2, 2, -1)
+        pair_field = None if field is None else torch.cat([field[rows_i], field[rows_j]])
+        f = model.free_energies(torch.cat([state[rows_i], state[rows_j]]), [own, other],
+                                pair_field).reshape(2, 2, -1)
         log_accept = (f[0, 0] + f[0, 1]) - (f[1, 0] + f[1, 1])  # F_βi(v_i) + F_βj(v_j) − F_βj(v_i) − F_βi(v_j)
         u = torch.rand(log_accept.shape, generator=generator, dtype=state.dtype, device=device)
         accept = u < torch.exp(log_accept)
