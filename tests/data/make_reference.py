@@ -1,12 +1,12 @@
-"""Reference tensors of boltzkit at commit a9c7a3d, for a bit-for-bit regression test.
+"""Reference tensors of boltzkit at commit a3df88b, for a bit-for-bit regression test.
 
 ``reference_main.safetensors`` (next to this file) was written by this script run against the
-code of commit a9c7a3dcb7803e662c7c6bd322f77d32e34c1a11 (Bernoulli draws from 16-bit uniforms,
-the fused SGD step of the CF-RBM, the softmax over a middle dimension, one field per PT swap:
-every case's numbers changed on purpose; the previous file came from 255866b), torch
-2.13.0+cpu, numpy 2.4.6, on CPU with one torch thread::
+code of commit a3df88b3502ea5b5ba0c2520c6567f5683124255 (parallel tempering swaps before it
+sweeps and shares one hidden field between the two: the ``pt`` case changed on purpose, every
+other case is bit for bit that of a9c7a3d, which had changed them all with the 16-bit Bernoulli
+draws), torch 2.13.0+cpu, numpy 2.4.6, on CPU with one torch thread::
 
-    git worktree add /tmp/old a9c7a3d
+    git worktree add /tmp/old a3df88b
     PYTHONPATH=/tmp/old/src python tests/data/make_reference.py    # [--out FILE]
 
 ``tests/test_reference_main.py`` runs the same case functions with the *current* code and
@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-REFERENCE_COMMIT = "a9c7a3dcb7803e662c7c6bd322f77d32e34c1a11"
+REFERENCE_COMMIT = "a3df88b3502ea5b5ba0c2520c6567f5683124255"
 REFERENCE_FILE = Path(__file__).resolve().with_name("reference_main.safetensors")
 
 # -- inputs ---------------------------------------------------------------------------------------
