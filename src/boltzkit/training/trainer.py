@@ -387,10 +387,8 @@ class Trainer:
     def _check(self, good: dict[str, Any], where: str) -> None:
         """Raise :class:`DivergenceError` after restoring ``good`` (a :meth:`snapshot`: the
         parameters with their momentum buffers and chains) if the parameters went bad."""
-        bad = [name for name, p in self.model.named_parameters() if not all_finite(p)]
-        decayed = [p for p in self.model.decay_parameters()]
-        largest = max((float(p.detach().abs().max()) for p in decayed if p.numel()), default=0.0) if not bad else 0.0
-        exploded = not bad and largest <= self.config.max_weight and not self._free_energy_finite()
+        bad, largest, free_energy_finite = self._health()
+        exploded = not bad and largest <= self.config.max_weight and not free_energy_finite
         if bad or largest > self.config.max_weight or exploded:
             self.restore(good)
             problem = (f"non-finite values in {', '.join(n.replace('.', '_') for n in bad)}" if bad
@@ -401,17 +399,28 @@ class Trainer:
                 f"chains were restored to the last good state (end of epoch {self.epoch}). "
                 f"Try a smaller learning rate.")
 
-    def _free_energy_finite(self) -> bool:
-        """F of a few data rows (kept at the start of :meth:`fit`) is finite: a model whose
-        parameters are finite but whose free energy overflowed has diverged too."""
-        probe = getattr(self, "_probe", None)
-        if probe is None:
-            return True
+    def _health(self) -> tuple[list[str], float, bool]:
+        """(parameters holding NaN/inf, max |w| over the decayed weights — 0 when some are bad —,
+        whether F of a few data rows kept at the start of :meth:`fit` is finite), from one
+        read-back of every parameter's (min, max) and the probe's summed free energy: on CUDA
+        one synchronisation per check."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.numel() and p.is_floating_point()]
+        decayed = {id(p) for p in self.model.decay_parameters()}
         with torch.no_grad():
-            try:
-                return all_finite(self.model.free_energy(probe))
-            except ConfigurationError:  # no tractable free energy (a DBM too large to enumerate)
-                return True
+            values = [v.to(self.dtype) for _, p in named for v in torch.aminmax(p.detach())]
+            probe = getattr(self, "_probe", None)
+            if probe is not None:
+                try:  # summed: NaN or ±inf in any row leaves the sum non-finite
+                    values.append(self.model.free_energy(probe).sum().to(self.dtype))
+                except ConfigurationError:  # no tractable free energy (a DBM too large to enumerate)
+                    probe = None
+            numbers = torch.stack(values).tolist() if values else []
+        low_high = [(numbers[2 * i], numbers[2 * i + 1]) for i in range(len(named))]
+        bad = [name for (name, _), (low, high) in zip(named, low_high)
+               if not (math.isfinite(low) and math.isfinite(high))]
+        largest = 0.0 if bad else max((max(-low, high) for (_, p), (low, high) in zip(named, low_high)
+                                       if id(p) in decayed), default=0.0)
+        return bad, largest, probe is None or math.isfinite(numbers[-1])
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, data: Any, check_every: int = 100) -> list[dict[str, float]]:
