@@ -299,3 +299,49 @@ def test_diagnostics_on_an_ar1_process():
     exact_se = math.sqrt(tau / x.numel())
     assert abs(float(avg.standard_error[0]) / exact_se - 1) < 0.2   # SE from 160 blocks: ±6 %
     assert abs(float(avg.ess[0]) / (x.numel() / tau) - 1) < 0.4
+
+
+SYNCING = ("item", "__float__", "__bool__", "__int__", "tolist")
+
+
+def _reads(monkeypatch, run) -> int:
+    """Tensor values read back to the host while ``run()`` runs (each a GPU synchronisation on CUDA)."""
+    calls: list[str] = []
+    with monkeypatch.context() as m:
+        for name in SYNCING:
+            original = getattr(torch.Tensor, name)
+
+            def counted(self, *args, _name=name, _original=original, **kwargs):
+                calls.append(_name)
+                return _original(self, *args, **kwargs)
+
+            m.setattr(torch.Tensor, name, counted)
+        run()
+    return len(calls)
+
+
+@pytest.mark.parametrize("kernel, start", [
+    (Langevin(step_size=0.1), torch.zeros(20, 3, dtype=DT)),
+    (MALA(step_size=0.1), torch.zeros(20, 3, dtype=DT)),
+    (Gibbs(), torch.zeros(20, 4, dtype=DT)),
+], ids=["langevin", "mala", "gibbs"])
+def test_reads_back_per_run_do_not_grow_with_the_steps(monkeypatch, kernel, start):
+    """The finiteness checks accumulate on the device: as many read-backs for 20 steps as for 1."""
+    energy = gaussian_energy if kernel.continuous else (lambda x: (x.sum(1) - 1.5) ** 2)
+
+    def run(steps):
+        return lambda: kernel.run(energy, ChainState(start.clone()), steps, torch.Generator().manual_seed(0))
+
+    assert _reads(monkeypatch, run(20)) == _reads(monkeypatch, run(1)) <= 2
+
+
+def test_a_non_finite_energy_met_during_the_run_is_still_refused():
+    def blows_up(x):  # finite at the start, infinite once a chain leaves the unit ball
+        return torch.where((x ** 2).sum(1) < 1, (x ** 2).sum(1), torch.full_like(x[:, 0], math.inf))
+
+    with pytest.raises(DataError, match="Langevin chains left the finite numbers"):
+        Langevin(step_size=1.0).run(blows_up, ChainState(torch.zeros(50, 2, dtype=DT)), 20,
+                                    torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match="every value of variable 0"):  # the first such variable is named
+        Gibbs().run(lambda x: torch.where(x[:, 2] == 0, math.inf, 0.0) + x.sum(1),
+                    ChainState(torch.zeros(6, 3, dtype=DT)), 2, torch.Generator().manual_seed(0))

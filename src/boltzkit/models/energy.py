@@ -384,23 +384,31 @@ class EnergyFunctionModel(EnergyModel):
         params = [p for p in self.parameters() if p.requires_grad]
         with torch.enable_grad():
             e_pos, e_neg = self.free_energy(data), self.free_energy(negative.visible.detach())
-            for e, what in ((e_pos, "data"), (e_neg, "negative samples")):
-                bad = ~torch.isfinite(e)
-                if bool(bad.any()):
-                    raise DivergenceError(
-                        f"the energy is NaN or infinite on {int(bad.sum())} of {e.numel()} {what}: check the "
-                        f"module for log/sqrt/division of non-positive values; if it trained for a while, "
-                        f"lower the learning rate or set energy_penalty (e.g. 0.1)")
             loss = e_pos.mean() - e_neg.mean()
             if self.energy_penalty:
                 loss = loss + self.energy_penalty * ((e_pos ** 2).mean() + (e_neg ** 2).mean())
             grads = torch.autograd.grad(loss, params, allow_unused=True)
+        # one read-back for every check (on CUDA one synchronisation per update); details only on failure
+        checked = [e_pos.detach(), e_neg.detach(), *(g for g in grads if g is not None)]
+        if not bool(torch.stack([torch.isfinite(t).all() for t in checked]).all()):
+            self._divergence(e_pos.detach(), e_neg.detach(), grads)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+
+    def _divergence(self, e_pos: Tensor, e_neg: Tensor, grads: Sequence[Tensor | None]) -> None:
+        """The :class:`DivergenceError` naming what is not finite: the energies, else a gradient."""
+        for e, what in ((e_pos, "data"), (e_neg, "negative samples")):
+            bad = ~torch.isfinite(e)
+            if bool(bad.any()):
+                raise DivergenceError(
+                    f"the energy is NaN or infinite on {int(bad.sum())} of {e.numel()} {what}: check the "
+                    f"module for log/sqrt/division of non-positive values; if it trained for a while, "
+                    f"lower the learning rate or set energy_penalty (e.g. 0.1)")
         names = [n for n, p in self.named_parameters() if p.requires_grad]
-        for name, p, g in zip(names, params, grads):
+        for name, g in zip(names, grads):
             if g is not None and not bool(torch.isfinite(g).all()):
                 raise DivergenceError(f"the gradient of {name} is NaN or infinite: lower the learning rate, "
                                       f"set energy_penalty (e.g. 0.1), or make the energy smooth in θ")
-            p.grad = torch.zeros_like(p) if g is None else g
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint_tensors(self) -> dict[str, Tensor]:

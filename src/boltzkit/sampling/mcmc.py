@@ -173,14 +173,18 @@ class Langevin(_StepSizeKernel):
         state = self.init(state)
         x, eps = state.visible, state.layers["step_size"].unsqueeze(1)
         scale = torch.sqrt(2 * eps) if self.noise_scale is None else torch.full_like(eps, self.noise_scale)
-        for _ in range(steps):
+        finite = torch.ones((), dtype=torch.bool, device=x.device)  # read once, after the run
+        for step in range(steps):
             u, grad = energy_and_grad(energy, x)
-            _check_current(u, self.name)
+            if step == 0:
+                _check_current(u, self.name)  # the start states, with the details
+            else:
+                finite &= torch.isfinite(u).all()
             x = x - eps * grad + scale * _normal(x, generator)
             if bounds is not None:
                 x = torch.maximum(torch.minimum(x, bounds[1]), bounds[0])
-        if not bool(torch.isfinite(x).all()):
-            raise DataError("Langevin chains left the finite numbers (the energy's gradient blew up); "
+        if not bool(finite & torch.isfinite(x).all()):
+            raise DataError("Langevin chains left the finite numbers (the energy or its gradient blew up); "
                             "lower step_size or use MALA, which rejects such moves")
         return state.replace(x)
 
@@ -357,19 +361,23 @@ class Gibbs(_SiteKernel):
         x, k = state.visible, self._k
         n, sites = x.shape[0], self._sites(x)
         values = torch.arange(k, device=x.device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=x.device)  # read once, after the run
         for _ in range(steps):
             for site in range(sites):
                 candidates = torch.cat([self._set(x, site, values[c].expand(n)) for c in range(k)])
                 u = energy(candidates).reshape(k, n)
                 logits = -u
                 top = logits.max(0).values
-                if not bool(torch.isfinite(top).all()):
-                    raise DataError(f"gibbs: the energy is infinite or NaN for every value of variable {site} "
-                                    f"in some chain; the energy module must be finite on the domain")
+                unseen = (first_bad < 0) & ~torch.isfinite(top).all()
+                first_bad = torch.where(unseen, site, first_bad)
                 prob = torch.softmax(logits - top, 0)
                 draw = _uniform((n,), x, generator)
                 choice = (draw.unsqueeze(0) > prob.cumsum(0)).sum(0).clamp(max=k - 1)
                 x = self._set(x, site, choice)
+        site = int(first_bad)
+        if site >= 0:
+            raise DataError(f"gibbs: the energy is infinite or NaN for every value of variable {site} "
+                            f"in some chain; the energy module must be finite on the domain")
         return state.replace(x)
 
 
