@@ -172,3 +172,24 @@ def test_evaluate_does_not_need_the_training_state(tmp_path):
     assert isinstance(checkpoint.load(tmp_path / "run"), RBM)       # parameters still load
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
         checkpoint.load_checkpoint(tmp_path / "run", training_state=True)
+
+
+def test_an_epoch_a_guard_rejects_is_never_written(tmp_path):
+    """The per-epoch checkpoint skips an epoch that a callback failed (the trainer restores the
+    last good one), so a crash right after it leaves the good epoch to resume from."""
+    from boltzkit.cli.common import SaveEachEpoch
+    from boltzkit.errors import DivergenceError
+    from boltzkit.training import Callback, Trainer, TrainingConfig
+
+    class RejectSecond(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == 2:
+                trainer.fail("rejected by the test")
+
+    out = tmp_path / "run"
+    trainer = Trainer(RBM(12, 4, seed=0), TrainingConfig(epochs=3, batch_size=20),
+                      callbacks=[RejectSecond(), SaveEachEpoch(out, {}, keep_every=1)])
+    with pytest.raises(DivergenceError, match="rejected by the test"):
+        trainer.fit(torch.bernoulli(torch.full((60, 12), 0.3), generator=torch.Generator().manual_seed(0)))
+    assert checkpoint.read_config(out)["epochs_done"] == 1
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("epoch-")) == ["epoch-0001"]

@@ -242,3 +242,17 @@ def test_resume_refuses_a_flag_that_contradicts_the_run(tmp_path, music, capsys)
         assert not out.exists()
     assert main([*base, "--epochs", "2", "--lr", "0.02", "--resume", str(tmp_path / "run"),
                  "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_resume_keeps_a_run_without_validation_without_it(tmp_path, music, capsys):
+    """--valid-split none is a setting of the run: the resumed run keeps it (no early stopping
+    switched on behind the user's back) and a typed --valid-split valid is refused."""
+    base = ["sequence", "train", "--data", str(music), "--hidden", "6", "--batch-size", "4", "--quiet"]
+    assert main([*base, "--epochs", "1", "--valid-split", "none", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--valid-split", "valid", "--resume", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "no")]) == 2
+    assert "--valid-split valid (the run has none)" in capsys.readouterr().err
+    assert main([*base, "--epochs", "2", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "ok")]) == 0
+    config = json.loads((tmp_path / "ok" / "config.json").read_text())
+    assert config["settings"]["valid_split"] == "none"

@@ -175,6 +175,8 @@ class SaveEachEpoch(Callback):
         self.out, self.extra, self.keep_every, self.model = out, extra, keep_every, model
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        if trainer.failing:  # a guard rejected this epoch: the trainer restores the last good one
+            return
         save_run(self.out, trainer, self.extra, self.model)
         if self.keep_every and epoch % self.keep_every == 0:
             save_run(self.out / f"epoch-{epoch:04d}", trainer, self.extra, self.model)
@@ -192,15 +194,20 @@ def resumable(directory: str, device: torch.device | str, kind: Any) -> Any:
 
 
 def run_settings(args: argparse.Namespace, defaults: dict[str, tuple[str, Any]],
-                 saved: dict[str, Any] | None = None) -> dict[str, Any]:
+                 saved: dict[str, Any] | None = None, paths: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings that define a run, written into ``args`` and returned (for the checkpoint).
 
     ``defaults`` maps each argparse ``dest`` to (its flag, its default); the parser leaves them
     None so that a typed value is known.  A new run takes the typed value, else the default.
     A resumed run (``saved``: the settings its checkpoint recorded) takes the saved values, and
     a typed value that contradicts one is refused in one line rather than silently dropped.
+    The ``paths`` (file flags) are kept absolute, so a run resumes from any directory and a
+    typed path that names the same file agrees with the saved one.
     """
     settings, conflicts = {}, []
+    for dest in paths:
+        if getattr(args, dest, None) is not None:
+            setattr(args, dest, str(Path(getattr(args, dest)).resolve()))
     for dest, (flag, default) in defaults.items():
         typed = getattr(args, dest, None)
         if saved is not None and dest in saved:

@@ -290,7 +290,7 @@ def flag_conflicts(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]
     conflicts = []
     for flag, field in RUN_FLAGS.items():
         value = getattr(args, flag, None)
-        if value not in (None, False) and saved.get(field) != value:
+        if value is not None and value is not False and saved.get(field) != value:  # a typed 0 counts
             conflicts.append(f"--{flag.replace('_', '-')} {value} (the run has {saved.get(field)})")
     return conflicts
 

@@ -166,9 +166,11 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
 def cmd_train(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
-    saved = common.resumable(args.resume, device, EnergyFunctionModel) if args.resume else None
+    # read on the CPU: the processes that --nproc / torchrun start move it to their own device
+    saved = common.resumable(args.resume, "cpu", EnergyFunctionModel) if args.resume else None
     settings = common.run_settings(args, RUN_SETTINGS,
-                                   common.saved_settings(saved.config, args.resume) if saved else None)
+                                   common.saved_settings(saved.config, args.resume) if saved else None,
+                                   paths=("data",))
     if not (args.toy or args.data):
         raise BoltzkitError("give the training points: --toy NAME or --data POINTS.npy")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
@@ -195,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     x_np, support, source = _train_points(args)
     d = x_np.shape[1]
     if saved is not None:
-        model = saved.model  # its check_data refuses points of another dimension
+        model = saved.model.to(device)  # its check_data refuses points of another dimension
     else:
         model = build_model(d, support, args.sampler, args.step_size, args.leapfrog, args.layers, args.activation,
                             args.seed, args.energy_penalty, dtype, device)

@@ -82,9 +82,11 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
 def cmd_train(args: argparse.Namespace) -> int:
     device = common.device(args.device)
     common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
-    saved = common.resumable(args.resume, device, GAN) if args.resume else None
+    # read on the CPU: the processes that --nproc / torchrun start move it to their own device
+    saved = common.resumable(args.resume, "cpu", GAN) if args.resume else None
     settings = common.run_settings(args, RUN_SETTINGS,
-                                   common.saved_settings(saved.config, args.resume) if saved else None)
+                                   common.saved_settings(saved.config, args.resume) if saved else None,
+                                   paths=("data",))
     for flag, value in (("--m", args.m), ("--latent", args.latent), ("--hidden", args.gan_hidden)):
         check_int(flag, value, least=1)
     if args.d_lr is not None and not (math.isfinite(args.d_lr) and args.d_lr > 0):
@@ -103,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launched
     x_np = _prepared(_load(args.data, args.key, args.binarize), args.output, _name(args.data))
     if saved is not None:
-        model = saved.model  # its check_data refuses data of another width
+        model = saved.model.to(device)  # its check_data refuses data of another width
     else:
         model = GAN(x_np.shape[1], args.latent, (args.gan_hidden,), (args.gan_hidden,), args.output, args.sigma,
                     seed=args.seed, device=device, architecture=args.architecture, channels=args.channels)

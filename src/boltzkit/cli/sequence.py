@@ -112,7 +112,7 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
     "init": ("--init", "uniform"), "split": ("--split", "train"), "patience": ("--patience", 10),
     "batch_size": ("--batch-size", 8), "lr": ("--lr", 1e-3), "optimizer": ("--optimizer", "adam"),
     "clip": ("--clip", None), "method": ("--method", "autograd"), "truncation": ("--truncation", None),
-    "seed": ("--seed", 0),
+    "seed": ("--seed", 0), "valid_split": ("--valid-split", "valid"), "frames_per_beat": ("--frames-per-beat", 1),
 }
 
 
@@ -131,10 +131,11 @@ def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor
             else "lstm" if isinstance(model, LSTM) else "rnn")
     settings = saved.get("settings")
     if not isinstance(settings, dict):  # written before the settings were recorded: what it kept
-        settings = {**{k: v for k, v in saved["training"].items() if k != "epochs"},
-                    "split": saved.get("split", "train"), "model": kind}
+        shape = {k: v for k, v in model.config().items() if k in ("n_hidden", "n_recurrent", "activation", "init")}
+        settings = {**{k: v for k, v in saved["training"].items() if k != "epochs"}, **shape,
+                    "split": saved.get("split", "train"), "frames_per_beat": saved.get("frames_per_beat", 1),
+                    "model": kind}
     args.settings = run_settings(args, RUN_SETTINGS, settings)
-    args.frames_per_beat = saved.get("frames_per_beat", 1)
     return model, (tensors, saved["training_state"])
 
 
@@ -150,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
         return launched
-    frames = 1 if args.frames_per_beat is None else args.frames_per_beat
+    frames = args.frames_per_beat
     splits = _splits(args.data, frames)
     train = _source(_pick(splits, args.split, args.data), f"{args.data} [{args.split}]")
     valid = None
@@ -424,7 +425,7 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--init", choices=("uniform", "identity"),
                    help="RNN recurrent weights: uniform(±1/√H) or identity (IRNN) (default uniform)")
     t.add_argument("--split", help="training split (default train)")
-    t.add_argument("--valid-split", default="valid",
+    t.add_argument("--valid-split",
                    help="split for early stopping, or 'none' (default valid, when the file has one)")
     t.add_argument("--epochs", type=int, default=200, help="most epochs (default 200)")
     t.add_argument("--patience", type=int,

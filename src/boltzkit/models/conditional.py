@@ -64,6 +64,11 @@ class ConditionalRBM(RBM):
             field = field.addmm_(self.context, self.context_weight)
         return field
 
+    def tempered_field(self, v: Tensor) -> Tensor | None:
+        """None while a context is set: its rows belong to row positions, which tempering swaps
+        permute, so the field is not shared between the swaps and the sweep then."""
+        return super().tempered_field(v) if self.context is None else None
+
     def decay_parameters(self) -> list[nn.Parameter]:
         return [self.weight, self.context_weight]
 

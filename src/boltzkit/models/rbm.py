@@ -342,7 +342,7 @@ class RBM(EnergyModel):
         return torch.stack([_per_row(beta) * self_energy - self.hidden.log_partition(field, beta)
                             for beta in betas])
 
-    def tempered_field(self, v: Tensor) -> Tensor:
+    def tempered_field(self, v: Tensor) -> Tensor | None:
         """The hidden field c + φ(v)W: the same for every β (see :meth:`EnergyModel.tempered_field`)."""
         return self.hidden_field(v)
 

@@ -125,7 +125,9 @@ class ParallelTempering(PersistentChains):
         with torch.no_grad():
             for _ in range(steps):
                 self.swap(model, generator)
-                self.chains = model.advance(self._live(), 1, generator, beta)
+                state = model.advance(self._live(), 1, generator, beta)
+                # dropped here too, for a model whose advance does not consume the shared field
+                self.chains = state.replace(state.visible, hidden_field=None)
         chains = self._live()
         return chains.index(torch.arange(n, device=chains.visible.device)) if chains.layers \
             else ChainState(self.model_samples())

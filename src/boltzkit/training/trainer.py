@@ -376,6 +376,12 @@ class Trainer:
         :class:`DivergenceError` with ``message``."""
         self._failure = message
 
+    @property
+    def failing(self) -> bool:
+        """True between a callback's :meth:`fail` and the restore at the end of the epoch's
+        callbacks: later callbacks must not keep this epoch's state (e.g. write it)."""
+        return self._failure is not None
+
     def _set_momentum(self, epoch: int) -> None:
         cfg = self.config
         momentum = cfg.initial_momentum if epoch <= cfg.momentum_epochs else cfg.momentum
@@ -402,16 +408,16 @@ class Trainer:
     def _health(self) -> tuple[list[str], float, bool]:
         """(parameters holding NaN/inf, max |w| over the decayed weights — 0 when some are bad —,
         whether F of a few data rows kept at the start of :meth:`fit` is finite), from one
-        read-back of every parameter's (min, max) and the probe's summed free energy: on CUDA
-        one synchronisation per check."""
+        read-back of every parameter's (min, max) and the probe's finiteness: on CUDA one
+        synchronisation per check."""
         named = [(n, p) for n, p in self.model.named_parameters() if p.numel() and p.is_floating_point()]
         decayed = {id(p) for p in self.model.decay_parameters()}
         with torch.no_grad():
             values = [v.to(self.dtype) for _, p in named for v in torch.aminmax(p.detach())]
             probe = getattr(self, "_probe", None)
             if probe is not None:
-                try:  # summed: NaN or ±inf in any row leaves the sum non-finite
-                    values.append(self.model.free_energy(probe).sum().to(self.dtype))
+                try:  # 1 when every row's F is finite (a sum could overflow with finite rows)
+                    values.append(torch.isfinite(self.model.free_energy(probe)).all().to(self.dtype))
                 except ConfigurationError:  # no tractable free energy (a DBM too large to enumerate)
                     probe = None
             numbers = torch.stack(values).tolist() if values else []
@@ -420,7 +426,7 @@ class Trainer:
                if not (math.isfinite(low) and math.isfinite(high))]
         largest = 0.0 if bad else max((max(-low, high) for (_, p), (low, high) in zip(named, low_high)
                                        if id(p) in decayed), default=0.0)
-        return bad, largest, probe is None or math.isfinite(numbers[-1])
+        return bad, largest, probe is None or numbers[-1] == 1.0
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, data: Any, check_every: int = 100) -> list[dict[str, float]]:
