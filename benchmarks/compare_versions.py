@@ -1,5 +1,5 @@
-"""Speed before and after a change, measured in one run: CD-1/PCD-1 epochs and AIS of the same
-784 × 500 RBM under two checkouts of boltzkit, alternating, each against its GEMM roofline.
+"""Speed before and after a change, measured in one run: CD-1/PCD-1/PT-1 (10 replicas) epochs and
+AIS of the same 784 × 500 RBM under two checkouts of boltzkit, alternating, each against its GEMM roofline.
 
     python benchmarks/compare_versions.py --before 255866b        # a commit, checked out to a temp worktree
     python benchmarks/compare_versions.py --before /path/to/src   # or a source folder
@@ -32,11 +32,12 @@ rows, batch, v, h = 10000, 100, 784, 500
 g = torch.Generator().manual_seed(0)
 data = torch.bernoulli(torch.full((rows, v), 0.13), generator=g)
 out = {"version": boltzkit.__version__}
-for method in ("cd", "pcd"):
+for method in ("cd", "pcd", "pt"):
     rbm = RBM(v, h, seed=0)
     fit(rbm, data[:batch * 5], epochs=1, batch_size=batch, method=method)        # warm-up
+    rows_used = data if method != "pt" else data[: rows // 5]                   # PT: 10 replicas
     start = time.perf_counter()
-    fit(rbm, data, epochs=1, batch_size=batch, method=method, init_visible_bias=False)
+    fit(rbm, rows_used, epochs=1, batch_size=batch, method=method, init_visible_bias=False)
     out[method] = time.perf_counter() - start
 gemms = GemmWorkload(batch, v, h, torch.device("cpu"))
 def epoch():
@@ -84,11 +85,13 @@ def main() -> None:
         for tmp in keep:
             subprocess.run(["git", "worktree", "remove", "--force", tmp.name], capture_output=True)
             tmp.cleanup()
-    med = {n: {k: statistics.median(r[k] for r in rows) for k in ("cd", "pcd", "cd_roofline", "ais_ms_per_beta")}
+    keys = ("cd", "pcd", "pt", "cd_roofline", "ais_ms_per_beta")
+    med = {n: {k: statistics.median(r[k] for r in rows if k in r) for k in keys if all(k in r for r in rows)}
            for n, rows in results.items()}
     print(f"python benchmarks/compare_versions.py --before {args.before} --rounds {args.rounds}")
     print(f"{'':>22} {'before':>10} {'after':>10} {'after/before':>13}")
-    for key, label in (("cd", "CD-1 epoch (s)"), ("pcd", "PCD-1 epoch (s)"), ("ais_ms_per_beta", "AIS (ms per β)")):
+    for key, label in (("cd", "CD-1 epoch (s)"), ("pcd", "PCD-1 epoch (s)"), ("pt", "PT-1 epoch, 2,000 rows (s)"),
+                       ("ais_ms_per_beta", "AIS (ms per β)")):
         print(f"{label:>22} {med['before'][key]:10.3f} {med['after'][key]:10.3f} "
               f"{med['after'][key] / med['before'][key]:13.3f}")
     for name in ("before", "after"):
