@@ -201,34 +201,44 @@ def base_log_partition(rbm: RBM, base_bias: Tensor) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+Biases = tuple[Tensor, Tensor]
+
+
 def _anneal(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
-            generator: torch.Generator | None, progress: bool) -> Tensor:
+            generator: torch.Generator | None, progress: bool, biases: Biases | None = None) -> Tensor:
     """Σ_k log f_{β_k}(v_k) − log f_{β_{k−1}}(v_k) per row of ``v``, on one CPU thread when the
     GEMMs are small (the trainer's thread rule, :mod:`boltzkit.training.threads`; torch's setting is
     restored afterwards), see :func:`_anneal_chains`."""
     threads = threads_for_update(v.shape[0], rbm.visible.dim, rbm.hidden.dim, v.device)
     with torch_threads(threads):
-        return _anneal_chains(rbm, v, betas, base_bias, generator, progress)
+        return _anneal_chains(rbm, v, betas, base_bias, generator, progress, biases)
 
 
 def _anneal_chains(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
-                   generator: torch.Generator | None, progress: bool) -> Tensor:
+                   generator: torch.Generator | None, progress: bool, biases: Biases | None = None) -> Tensor:
     """Σ_k log f_{β_k}(v_k) − log f_{β_{k−1}}(v_k) along the chain, per row of ``v`` (float64).
 
     ``betas`` runs from β_0 to β_K (increasing: forward, decreasing: reverse); v is the state
     at β_0 and, after each weight update at β_k (k < K), moves by one Gibbs sweep at β_k.
     Per β: one hidden GEMM (which also yields (b_B − b_A)ᵀv through an extra column), one
-    visible GEMM, and elementwise work; no host synchronisation.
+    visible GEMM, and elementwise work; no host synchronisation.  ``biases`` = (visible,
+    hidden) bias rows, one per chain, replace the model's (with ``base_bias`` rows too): the
+    chains then anneal towards RBMs that share W but not their biases (:func:`ais_many`), and
+    (b_B − b_A)ᵀv is a row-wise product instead of the GEMM's extra column.
     """
     visible, hidden = rbm.visible, rbm.hidden
     weight = rbm.weight.detach()
     n_chains, n_h = v.shape[0], hidden.dim
-    diff = rbm.visible.bias.detach() - base_bias                      # b_B − b_A
-    # [W | b_B − b_A] and [c | 0]: one GEMM gives the hidden field and (b_B − b_A)ᵀv
-    weight_aug = torch.cat([weight, diff.unsqueeze(1)], 1)
-    bias_aug = torch.cat([hidden.bias.detach(), diff.new_zeros(1)])
-    weight_t = weight_aug[:, :n_h].t()
-    hidden_buf = weight.new_empty(n_chains, n_h + 1)
+    target_bias, hidden_bias = (visible.bias.detach(), hidden.bias.detach()) if biases is None else biases
+    diff = target_bias - base_bias                                    # b_B − b_A
+    per_row = diff.dim() == 2
+    if per_row:
+        weight_aug, bias_aug = weight, hidden_bias
+    else:  # [W | b_B − b_A] and [c | 0]: one GEMM gives the hidden field and (b_B − b_A)ᵀv
+        weight_aug = torch.cat([weight, diff.unsqueeze(1)], 1)
+        bias_aug = torch.cat([hidden_bias, diff.new_zeros(1)])
+    weight_t = weight.t()
+    hidden_buf = weight.new_empty(n_chains, n_h + (0 if per_row else 1))
     visible_buf = weight.new_empty(n_chains, visible.dim)
     linear64 = torch.empty(n_chains, dtype=torch.float64, device=weight.device)
     log_w = torch.zeros(n_chains, dtype=torch.float64, device=weight.device)
@@ -245,7 +255,7 @@ def _anneal_chains(rbm: RBM, v: Tensor, betas: list[float], base_bias: Tensor,
         # log f_β(v) − log f_β'(v) = (β − β')(b_B − b_A)ᵀv + lp_h(β a) − lp_h(β' a); the two
         # log-partitions are large and nearly equal, so the layer computes their difference
         log_w.add_(hidden.log_partition_change(field, beta, previous))
-        linear64.copy_(hidden_buf[:, n_h])
+        linear64.copy_((diff * visible.statistic(v)).sum(1) if per_row else hidden_buf[:, n_h])
         log_w.add_(linear64, alpha=beta - previous)
         if k < last:
             h = hidden.sample(field, generator, beta)
@@ -381,6 +391,41 @@ def ais(rbm: RBM, data: Tensor | np.ndarray | None = None, *, n_chains: int = 10
                      log_z_high=log_z_base + high, ess=ess, log_weights=log_w.cpu(),
                      n_chains=n_chains, n_betas=len(schedule), log_z_base=log_z_base,
                      direction="forward")
+
+
+def ais_many(rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, *, n_chains: int = 100,
+             betas: int | Tensor | None = None, base_bias: Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Forward AIS for R RBMs that share ``rbm``'s weights and unit types, RBM r having the
+    biases ``visible_bias[r]`` (R × V) and ``hidden_bias[r]`` (R × H): all R · ``n_chains``
+    chains anneal as one batch (one pair of matrix products per β for all of them, where R
+    separate :func:`ais` runs would pay R times the per-β overhead of small products) — the
+    steps of an RNN-RBM or RTRBM, whose biases follow the recurrence.  ``base_bias`` (R × V,
+    default ``visible_bias``): each base model's visible biases.
+
+    Returns (log Ẑ_r as float64, shape (R,); the log-weights, shape (R, n_chains)), with
+    log Ẑ_r = log Z_A,r + log mean_m w_rm, in expectation a lower bound on log Z_r.
+    """
+    if visible_bias.dim() != 2 or hidden_bias.dim() != 2 or visible_bias.shape[0] != hidden_bias.shape[0] \
+            or visible_bias.shape[1] != rbm.visible.dim or hidden_bias.shape[1] != rbm.hidden.dim:
+        raise ConfigurationError(f"ais_many needs biases of shapes (R, {rbm.visible.dim}) and (R, {rbm.hidden.dim}), "
+                                 f"got {tuple(visible_bias.shape)} and {tuple(hidden_bias.shape)}")
+    check_int("n_chains", n_chains, least=1)
+    base = visible_bias if base_bias is None else base_bias.reshape(visible_bias.shape)
+    schedule, n = _schedule(betas), visible_bias.shape[0]
+
+    def rows(t: Tensor) -> Tensor:
+        return t.detach().repeat_interleave(n_chains, 0)
+
+    with torch.no_grad():
+        base_rows = rows(base)
+        v = rbm.visible.sample(base_rows, generator)             # exact draws from each p_A
+        log_w = _anneal(rbm, v, schedule.tolist(), base_rows, generator, False,
+                        (rows(visible_bias), rows(hidden_bias))).reshape(n, n_chains)
+        log_z_base = (rbm.visible.log_partition(base.detach().double())
+                      + rbm.hidden.log_partition(torch.zeros(n, rbm.hidden.dim, dtype=torch.float64,
+                                                             device=base.device), 0.0))
+    return log_z_base + torch.logsumexp(log_w, 1) - math.log(n_chains), log_w
 
 
 def reverse_ais(rbm: RBM, data: Tensor | np.ndarray, *, n_chains: int = 100,

@@ -3,7 +3,9 @@
 NLL per step = −(1/N) Σ_{frames} log p(v_t | v_<t),  log p = −F_t(v_t) − log Z_t, pooled over all
 N real frames.  Each step's log Z_t is exact (:func:`boltzkit.evaluation.exact.log_partition` on
 the step's :class:`~boltzkit.models.RBM`) when its smaller layer has at most ``max_bits`` units,
-else forward AIS (:func:`boltzkit.evaluation.ais.ais`).  With AIS, the steps' runs are
+else forward AIS (:func:`boltzkit.evaluation.ais.ais_many`: the steps share W, so the chains of
+up to :data:`AIS_BLOCK` steps anneal as one batch, each step from the base with its own visible
+biases b_t).  With AIS, the steps' runs are
 independent, so the NLL's standard error is σ = √(Σ_t s_t²) / N with s_t = se(w_t) / mean(w_t),
 the delta-method standard error of log Ẑ_t, and the interval is NLL ± 3σ.  (Adding each step's
 own interval log(mean ± 3 se) instead would treat the N errors as perfectly correlated — √N
@@ -25,13 +27,15 @@ import torch
 from torch import Tensor
 
 from ...evaluation import exact
-from ...evaluation.ais import ais
+from ...evaluation.ais import ais_many
 from ...validation import check_int
 from .batches import SequenceBatches
 from .rnn_rbm import RecurrentRBM
 
 #: half-width of the NLL interval, in standard errors (as the AIS intervals of boltzkit.evaluation.ais)
 N_STANDARD_ERRORS = 3.0
+#: time steps whose AIS chains anneal as one batch (:func:`boltzkit.evaluation.ais.ais_many`)
+AIS_BLOCK = 256
 
 
 def log_mean_variance(log_weights: Tensor) -> float:
@@ -75,15 +79,17 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         tp += float((guess & truth).sum())
         fp += float((guess & ~truth).sum())
         fn += float((~guess & truth).sum())
-        for i in range(vb.shape[0]):
-            rbm = model.step_rbm(vb[i], vc[i])
-            if use_exact:
-                log_z = exact.log_partition(rbm)
-            else:
-                r = ais(rbm, n_chains=ais_chains, betas=ais_betas, base_bias=vb[i], generator=generator)
-                log_z = r.log_z
-                variance += log_mean_variance(r.log_weights)
-            total += log_z - float(neg_f[real][i])
+        if use_exact:
+            total += sum(exact.log_partition(model.step_rbm(vb[i], vc[i])) for i in range(vb.shape[0]))
+        else:  # the steps share W: their AIS chains anneal together, AIS_BLOCK steps at a time
+            template = model.step_rbm(vb[0], vc[0])
+            for start in range(0, vb.shape[0], AIS_BLOCK):
+                block = slice(start, start + AIS_BLOCK)
+                log_z, log_w = ais_many(template, vb[block], vc[block], n_chains=ais_chains, betas=ais_betas,
+                                        generator=generator)
+                total += float(log_z.sum())
+                variance += sum(log_mean_variance(row) for row in log_w)
+        total -= float(neg_f[real].double().sum())
         frames += int(vb.shape[0])
     out: dict[str, Any] = {"nll_per_step": total / frames, "frame_accuracy": tp / max(tp + fp + fn, 1.0),
                            "frames": frames, "log_z": "exact" if use_exact else "ais"}
