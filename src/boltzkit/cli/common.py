@@ -205,19 +205,20 @@ def run_settings(args: argparse.Namespace, defaults: dict[str, tuple[str, Any]],
     typed path that names the same file agrees with the saved one.
     """
     settings, conflicts = {}, []
-    for dest in paths:
-        if getattr(args, dest, None) is not None:
-            setattr(args, dest, str(Path(getattr(args, dest)).resolve()))
     for dest, (flag, default) in defaults.items():
         typed = getattr(args, dest, None)
+        same = typed
+        if dest in paths and typed is not None:  # compared and recorded absolute, used as typed
+            same = str(Path(typed).resolve())
         if saved is not None and dest in saved:
             value = saved[dest]
-            if typed is not None and typed != value:
+            if typed is not None and same != value:
                 conflicts.append(f"{flag} {_shown(typed)} (the run has {_shown(value)})")
+            settings[dest] = value
+            setattr(args, dest, typed if typed is not None else value)
         else:
-            value = default if typed is None else typed
-        settings[dest] = value
-        setattr(args, dest, value)
+            settings[dest] = default if typed is None else same
+            setattr(args, dest, default if typed is None else typed)
     refuse_conflicts(conflicts)
     return settings
 
