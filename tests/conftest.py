@@ -64,3 +64,22 @@ def crash_after_epoch(monkeypatch):
 
     yield arm
     monkeypatch.undo()
+
+
+#: the Tensor methods that read a value back to the host (each a synchronisation on CUDA)
+HOST_READS = ("item", "__float__", "__bool__", "__int__", "tolist")
+
+
+def record_host_reads(monkeypatch) -> list[str]:
+    """Patch the :data:`HOST_READS` methods of ``torch.Tensor`` on ``monkeypatch`` (a fixture or a
+    ``monkeypatch.context()``) to log each call's name; returns the log."""
+    calls: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls

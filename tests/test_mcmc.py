@@ -30,6 +30,7 @@ from boltzkit.sampling.mcmc import (
     make_kernel,
 )
 from boltzkit.training.threads import torch_threads
+from conftest import record_host_reads
 
 Z = 5.0
 DT = torch.float64
@@ -301,21 +302,10 @@ def test_diagnostics_on_an_ar1_process():
     assert abs(float(avg.ess[0]) / (x.numel() / tau) - 1) < 0.4
 
 
-SYNCING = ("item", "__float__", "__bool__", "__int__", "tolist")
-
-
 def _reads(monkeypatch, run) -> int:
     """Tensor values read back to the host while ``run()`` runs (each a GPU synchronisation on CUDA)."""
-    calls: list[str] = []
     with monkeypatch.context() as m:
-        for name in SYNCING:
-            original = getattr(torch.Tensor, name)
-
-            def counted(self, *args, _name=name, _original=original, **kwargs):
-                calls.append(_name)
-                return _original(self, *args, **kwargs)
-
-            m.setattr(torch.Tensor, name, counted)
+        calls = record_host_reads(m)
         run()
     return len(calls)
 

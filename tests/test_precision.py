@@ -17,6 +17,7 @@ from boltzkit.errors import ConfigurationError
 from boltzkit.models.rbm import RBM as RBMClass
 from boltzkit.training.callbacks import Callback
 from boltzkit.training.gradient import ContrastiveDivergence
+from conftest import record_host_reads
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -222,7 +223,6 @@ def test_the_matmul_setting_is_restored_after_an_error_and_from_a_non_default_va
 
 
 # -- host synchronisation in the batch loop --------------------------------------------------
-SYNCING = ("item", "__float__", "__bool__", "__int__", "tolist")
 
 
 @pytest.mark.parametrize("method", ["cd", "pcd", "fpcd"])
@@ -231,15 +231,7 @@ def test_the_batch_loop_reads_nothing_back_to_the_host(monkeypatch, method, prec
     """On the CPU a read-back is free, but the same call on CUDA waits for the GPU: count the Tensor
     methods that read a value (item, float(t), if t, int(t), tolist) while the batches of an epoch
     run, with the divergence check (every ``check_every`` batches) out of reach."""
-    calls: list[str] = []
-    for name in SYNCING:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    calls = record_host_reads(monkeypatch)
     run_epoch = Trainer._run_epoch
     counting: list[int] = []
 

@@ -234,6 +234,18 @@ def _shown(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+def start_or_resume(args: argparse.Namespace, kind: Any, defaults: dict[str, tuple[str, Any]],
+                    paths: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """(the ``--resume`` checkpoint or None, the run's settings) for a training command: after
+    ``torchrun``'s restart the run resumes from ``--out``; the checkpoint is read on the CPU (the
+    processes that ``--nproc`` / ``torchrun`` start move the model to their own device); the
+    settings are filled into ``args`` by :func:`run_settings`."""
+    resume_on_restart(args)
+    saved = resumable(args.resume, "cpu", kind) if args.resume else None
+    settings = run_settings(args, defaults, saved_settings(saved.config, args.resume) if saved else None, paths)
+    return saved, settings
+
+
 def saved_settings(config: dict[str, Any], directory: str) -> dict[str, Any]:
     """The ``settings`` a resumable checkpoint recorded (refused when it has none)."""
     settings = config.get("settings")

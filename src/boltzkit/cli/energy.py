@@ -165,12 +165,7 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     device = common.device(args.device)
-    common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
-    # read on the CPU: the processes that --nproc / torchrun start move it to their own device
-    saved = common.resumable(args.resume, "cpu", EnergyFunctionModel) if args.resume else None
-    settings = common.run_settings(args, RUN_SETTINGS,
-                                   common.saved_settings(saved.config, args.resume) if saved else None,
-                                   paths=("data",))
+    saved, settings = common.start_or_resume(args, EnergyFunctionModel, RUN_SETTINGS, paths=("data",))
     if not (args.toy or args.data):
         raise BoltzkitError("give the training points: --toy NAME or --data POINTS.npy")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32

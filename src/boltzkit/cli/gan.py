@@ -81,12 +81,7 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     device = common.device(args.device)
-    common.resume_on_restart(args)  # torchrun restarted the job: continue from --out
-    # read on the CPU: the processes that --nproc / torchrun start move it to their own device
-    saved = common.resumable(args.resume, "cpu", GAN) if args.resume else None
-    settings = common.run_settings(args, RUN_SETTINGS,
-                                   common.saved_settings(saved.config, args.resume) if saved else None,
-                                   paths=("data",))
+    saved, settings = common.start_or_resume(args, GAN, RUN_SETTINGS, paths=("data",))
     for flag, value in (("--m", args.m), ("--latent", args.latent), ("--hidden", args.gan_hidden)):
         check_int(flag, value, least=1)
     if args.d_lr is not None and not (math.isfinite(args.d_lr) and args.d_lr > 0):
