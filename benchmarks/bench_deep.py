@@ -86,12 +86,10 @@ def density(a: argparse.Namespace, results: dict) -> None:
         trainer = Trainer(dbm, TrainingConfig(epochs=a.dbm_epochs, batch_size=100, lr=a.dbm_lr, centered=True,
                                               seed=0, init_visible_bias=False))
         _, seconds = timed(trainer.fit, train)
-        if a.save:
-            from boltzkit import checkpoint
+        if a.save:  # the command line's checkpoint of a run, resumable with train --resume
+            from boltzkit.cli.common import save_run
 
-            tensors, state = trainer.training_state()
-            checkpoint.save(a.save, dbm, {"training": trainer.config.to_dict(), "epochs_done": trainer.epoch,
-                                          "training_state": state}, tensors)
+            save_run(Path(a.save), trainer, {"training": trainer.config.to_dict()})
         forward, s_f = timed(deep.evaluate, dbm, test, "ais", a.chains, a.betas, 0)
         reverse, s_r = timed(deep.evaluate, dbm, test, "raise", a.chains, a.betas, 1)
         results["dbm"] = {"sizes": dbm.sizes, "pretrain_seconds": pre_seconds, "train_seconds": seconds,

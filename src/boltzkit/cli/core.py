@@ -386,9 +386,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = common.output_directory(args.out, "--out")
     binarize = parse_binarize(args.binarize)
     if args.resume:
-        rbm, resume_config, resume_tensors = _load_rbm(args.resume, device, training_state=True)
-        if "training_state" not in resume_config or "training" not in resume_config:
-            raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
+        rbm, resume_config, resume_tensors = common.resumable(args.resume, device, RBM)
         saved = dict(resume_config["training"])
         common.refuse_conflicts(_resume_conflicts(args, saved, resume_config))
         saved["epochs"] = args.epochs

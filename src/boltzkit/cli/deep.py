@@ -189,9 +189,7 @@ def train_deep(args: argparse.Namespace) -> int:
         status = 0
     else:
         if resume:
-            model, saved, state = checkpoint.load_checkpoint(resume, device, kind=DBM, training_state=True)
-            if "training_state" not in saved or "training" not in saved:
-                raise ConfigurationError(f"--resume {resume} holds no training state to resume from")
+            model, saved, state = common.resumable(resume, device, DBM)
             conflicts = flag_conflicts(args, saved["training"])
             if getattr(args, "hidden", None) is not None and [*sizes] != model.sizes[1:]:
                 conflicts.append(f"--hidden {','.join(map(str, sizes))} (the run has "

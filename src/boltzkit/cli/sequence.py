@@ -46,7 +46,16 @@ from ..models.sequence import (
 from ..training import distributed
 from ..training.threads import torch_threads
 from ..validation import check_int
-from .common import HelpFormatter, SaveEachEpoch, finite_json, output_file, resume_on_restart, run_settings, save_run
+from .common import (
+    HelpFormatter,
+    SaveEachEpoch,
+    finite_json,
+    output_file,
+    resumable,
+    resume_on_restart,
+    run_settings,
+    save_run,
+)
 
 
 def _splits(path: str, frames_per_beat: int) -> dict[str, list]:
@@ -123,10 +132,7 @@ def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor
     if not args.resume:
         args.settings = run_settings(args, RUN_SETTINGS)
         return None
-    model, saved, tensors = checkpoint.load_checkpoint(args.resume, "cpu", kind=(SequenceModel, RecurrentRBM),
-                                                       training_state=True)
-    if "training_state" not in saved or not isinstance(saved.get("training"), dict):
-        raise ConfigurationError(f"--resume {args.resume} holds no training state to resume from")
+    model, saved, tensors = resumable(args.resume, "cpu", (SequenceModel, RecurrentRBM))
     kind = ("rtrbm" if isinstance(model, RTRBM) else "rnn-rbm" if isinstance(model, RNNRBM)
             else "lstm" if isinstance(model, LSTM) else "rnn")
     settings = saved.get("settings")
