@@ -43,6 +43,7 @@ from ..models.sequence import (
     gradient_flow,
     plot_gradient_flow,
 )
+from ..models.sequence.rnn_rbm import GENERATE_GIBBS_STEPS
 from ..training import distributed
 from ..training.threads import torch_threads
 from ..validation import check_int
@@ -469,8 +470,9 @@ def add_parser(sub: Any) -> None:
     g.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
     g.add_argument("-n", type=int, default=1, help="pieces (default 1)")
     g.add_argument("--steps", type=int, default=64, help="frames per piece (default 64)")
-    g.add_argument("--gibbs-steps", type=int, default=25,
-                   help="rnn-rbm/rtrbm: Gibbs sweeps per frame (default 25)")
+    g.add_argument("--gibbs-steps", type=int, default=GENERATE_GIBBS_STEPS,
+                   help=f"rnn-rbm/rtrbm: Gibbs sweeps per frame, started at the previous frame "
+                        f"(default {GENERATE_GIBBS_STEPS}; fewer keep its notes too often)")
     g.add_argument("--midi", metavar="FILE", help="MIDI file (FILE-1.mid … for several pieces) (default none)")
     g.add_argument("--png", metavar="FILE", help="piano-roll picture (default none)")
     g.add_argument("--npy", metavar="FILE", help="the rolls as a (n, steps, 88) uint8 array (default none)")
