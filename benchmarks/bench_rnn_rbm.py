@@ -11,6 +11,9 @@ kept.  AIS underestimates log Z in expectation, so a short schedule makes the NL
 bias.  ``--test-frames F`` scores only the first test pieces (published order) up to at least F
 frames, a fixed subset for the sets whose test split is too long to score within the budget;
 ``--save-dir`` keeps each trained model as a checkpoint (``boltzkit sequence generate DIR``).
+``--models`` may also name the frame-level ``rnn`` and ``lstm`` baselines of
+``bench_music_rnn.py`` (sigmoid outputs, exact NLL; Adam ``--baseline-lr``, early stopping on the
+whole validation split), scored on the same test frames as the RNN-RBMs.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_rnn_rbm.py
     OMP_NUM_THREADS=1 python benchmarks/bench_rnn_rbm.py --models rnn-rbm rtrbm rnn-rbm-lstm --seconds 120
@@ -28,16 +31,20 @@ from pathlib import Path
 
 import torch
 
-from bench_music_rnn import TimeLimit, source
+from bench_music_rnn import PUBLISHED_RNN, TimeLimit, source
 from boltzkit import checkpoint
 from boltzkit.data.music import N_NOTES, load_music
 from boltzkit.models.sequence import (
+    LSTM,
+    RNN,
     RNNRBM,
     RTRBM,
     RecurrentRBMValidation,
     SequenceBatches,
     evaluate_recurrent_rbm,
+    evaluate_sequences,
     fit_recurrent_rbm,
+    fit_sequences,
 )
 from boltzkit.training import EarlyStopping
 
@@ -48,10 +55,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 PUBLISHED_BY_SET = {"JSB_Chorales": {"rnn-rbm": 6.27, "rtrbm": 6.35}, "Nottingham": {"rnn-rbm": 2.39, "rtrbm": 2.62},
                     "MuseData": {"rnn-rbm": 6.01, "rtrbm": 6.35}, "Piano_midi": {"rnn-rbm": 7.09, "rtrbm": 7.36}}
 PUBLISHED = {**PUBLISHED_BY_SET["JSB_Chorales"], "rnn-rbm-lstm": 6.27}
+#: frame-level baselines (``bench_music_rnn.py``): exact NLL, no AIS
+BASELINES = ("rnn", "lstm")
+#: early-stopping patience of the baselines (epochs; as in ``bench_music_rnn.py``)
+BASELINE_PATIENCE = 8
 
 
 def published(data: Path, name: str) -> float | None:
     """The paper's NLL per step for this data set and model (None for an unknown set)."""
+    if name in BASELINES:
+        return PUBLISHED_RNN.get(data.stem)
     table = PUBLISHED_BY_SET.get(data.stem)
     return None if table is None else table["rtrbm" if name == "rtrbm" else "rnn-rbm"]
 
@@ -76,16 +89,38 @@ def build(name: str, args: argparse.Namespace):
                   seed=args.seed)
 
 
+def baseline_row(name: str, args: argparse.Namespace, train: SequenceBatches, valid: SequenceBatches,
+                 test: SequenceBatches) -> dict:
+    """Train and score the frame-level RNN or LSTM baseline on the same test frames."""
+    cls = RNN if name == "rnn" else LSTM
+    model = cls(N_NOTES, args.baseline_hidden, output="sigmoid", loss="cross_entropy", task="next_step",
+                seed=args.seed)
+    limit = TimeLimit(args.seconds)
+    start = time.perf_counter()
+    trainer = fit_sequences(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.baseline_lr, patience=BASELINE_PATIENCE, seed=args.seed, threads=1,
+                            callbacks=[limit])
+    seconds = time.perf_counter() - start
+    result = evaluate_sequences(model, test)
+    return {"model": name, "epochs": trainer.epoch, "train_seconds": round(seconds, 1),
+            "time_limit_hit": limit.hit, "test_nll_per_step": result["nll_per_step"], "test_nll_interval": None,
+            "frame_accuracy": result["frame_accuracy"], "frames": int(sum(p.shape[0] for p in test.inputs)),
+            "test_pieces": len(test.inputs), "data": args.data.stem, "published_nll": published(args.data, name),
+            "best_valid_nll": min(h["valid_loss"] for h in trainer.history)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA / "JSB_Chorales.mat")
-    p.add_argument("--models", nargs="+", default=["rnn-rbm", "rtrbm"], choices=list(PUBLISHED))
+    p.add_argument("--models", nargs="+", default=["rnn-rbm", "rtrbm"], choices=[*PUBLISHED, *BASELINES])
     p.add_argument("--hidden", type=int, default=150)
     p.add_argument("--recurrent", type=int, default=100)
     p.add_argument("--k", type=int, default=15)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=500)
+    p.add_argument("--baseline-hidden", type=int, default=100, help="hidden units of the rnn/lstm baselines")
+    p.add_argument("--baseline-lr", type=float, default=2e-3, help="Adam learning rate of the rnn/lstm baselines")
     p.add_argument("--pretrain-epochs", type=int, default=10)
     p.add_argument("--seconds", type=float, default=120.0, help="training wall-clock limit per model")
     p.add_argument("--valid-every", type=int, default=5)
@@ -109,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     valid = SequenceBatches(source(splits["valid"]).inputs[: args.valid_pieces])
     rows = []
     for name in args.models:
+        if name in BASELINES:
+            rows.append(baseline_row(name, args, train, source(splits["valid"]), test))
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         model = build(name, args)
         limit = TimeLimit(args.seconds)
         start = time.perf_counter()
@@ -149,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print("| model | test NLL/step (AIS interval) | frame acc. | published NLL | epochs | train s |")
     for r in rows:
-        lo, hi = r["test_nll_interval"]
-        print(f"| {r['model']} | {r['test_nll_per_step']:.2f} [{lo:.2f}, {hi:.2f}] | {r['frame_accuracy']:.3f} | "
+        interval = "(exact)" if r["test_nll_interval"] is None else "[{:.2f}, {:.2f}]".format(*r["test_nll_interval"])
+        print(f"| {r['model']} | {r['test_nll_per_step']:.2f} {interval} | {r['frame_accuracy']:.3f} | "
               f"{r['published_nll']} | {r['epochs']} | {r['train_seconds']} |")
     print(f"reproduce: {command.strip()}")
     return 0
