@@ -79,12 +79,20 @@ def density(a: argparse.Namespace, results: dict) -> None:
               f"reverse {reverse['log_likelihood']:.2f}; trained in {seconds:.0f} s", flush=True)
 
     if "dbm" in a.models:
-        dbm = DBM(784, hidden, mean_field_steps=a.mean_field_steps, seed=0)
-        _, pre_seconds = timed(dbm.pretrain, train, TrainingConfig(epochs=a.pretrain_epochs, batch_size=100,
-                                                                   lr=0.05, centered=True, seed=0))
+        if a.init_from:  # continue from a saved DBM (its weights; fresh chains, optimizer and schedule)
+            from boltzkit import checkpoint
+
+            dbm, pre_seconds = checkpoint.load(a.init_from), 0.0
+            dbm.mean_field_steps = a.mean_field_steps
+        else:
+            dbm = DBM(784, hidden, mean_field_steps=a.mean_field_steps, seed=0)
+            _, pre_seconds = timed(dbm.pretrain, train, TrainingConfig(epochs=a.pretrain_epochs, batch_size=100,
+                                                                       lr=0.05, centered=True, seed=0))
         from boltzkit.training import Trainer
         trainer = Trainer(dbm, TrainingConfig(epochs=a.dbm_epochs, batch_size=100, lr=a.dbm_lr, centered=True,
-                                              seed=0, init_visible_bias=False))
+                                              seed=0, init_visible_bias=False, k=a.dbm_k,
+                                              momentum=a.dbm_momentum, initial_momentum=0.5,
+                                              momentum_epochs=5 if a.dbm_momentum != 0.5 else 0))
         _, seconds = timed(trainer.fit, train)
         if a.save:  # the command line's checkpoint of a run, resumable with train --resume
             from boltzkit.cli.common import save_run
@@ -94,7 +102,8 @@ def density(a: argparse.Namespace, results: dict) -> None:
         reverse, s_r = timed(deep.evaluate, dbm, test, "raise", a.chains, a.betas, 1)
         results["dbm"] = {"sizes": dbm.sizes, "pretrain_seconds": pre_seconds, "train_seconds": seconds,
                           "pretrain_epochs_per_rbm": a.pretrain_epochs, "pcd_epochs": a.dbm_epochs,
-                          "mean_field_steps": a.mean_field_steps, "lr": a.dbm_lr, "ais": forward,
+                          "mean_field_steps": a.mean_field_steps, "lr": a.dbm_lr, "k": a.dbm_k,
+                          "momentum": a.dbm_momentum, "init_from": a.init_from, "ais": forward,
                           "reverse_ais": reverse, "ais_seconds": s_f + s_r}
         print(f"DBM {dbm.sizes}: bound {forward['log_likelihood']:.2f} nats "
               f"[{forward['log_likelihood_interval'][0]:.2f}, {forward['log_likelihood_interval'][1]:.2f}]; "
@@ -165,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-epochs", type=int, default=3, help="epochs per DBM pre-training RBM (default 3)")
     p.add_argument("--dbm-epochs", type=int, default=5, help="DBM PCD epochs (default 5)")
     p.add_argument("--dbm-lr", type=float, default=0.01, help="DBM learning rate (default 0.01)")
+    p.add_argument("--dbm-k", type=int, default=1,
+                   help="Gibbs sweeps of the DBM's persistent chains per update (default 1)")
+    p.add_argument("--dbm-momentum", type=float, default=0.5,
+                   help="DBM momentum (default 0.5; another value is reached after 5 epochs at 0.5)")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start the DBM from this checkpoint instead of pre-training (fresh chains and schedule)")
     p.add_argument("--mean-field-steps", type=int, default=5, help="DBM mean-field sweeps (default 5)")
     p.add_argument("--chains", type=int, default=100, help="AIS chains (default 100)")
     p.add_argument("--betas", type=int, default=5000, help="AIS β values (default 5000)")
