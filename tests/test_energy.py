@@ -247,6 +247,42 @@ def test_a_sampler_that_does_not_mix_is_reported(caplog):
     assert model.sampler_metrics()["acceptance_rate"] < 1e-4
 
 
+def test_one_warning_per_streak_of_updates_that_accept_nothing(caplog):
+    """The warning is read back every warn_after updates, once per streak: a streak that goes on
+    is not reported again; a new streak after an update that accepted something is."""
+    model = EnergyFunctionModel(GaussianEnergy(2, precision=1.0), 2, sampler=MALA(step_size=1e4, adapt=False),
+                                warn_after=5)
+    g = torch.Generator().manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="boltzkit"):
+        for _ in range(15):
+            model.advance(ChainState(torch.zeros(100, 2)), 1, g)
+        assert caplog.text.count("accepted no proposal") == 1
+        model.sampler_step_size.fill_(0.1)            # this update accepts: the streak ends
+        model.advance(ChainState(torch.zeros(100, 2)), 1, g)
+        model.sampler_step_size.fill_(1e4)
+        for _ in range(9):
+            model.advance(ChainState(torch.zeros(100, 2)), 1, g)
+    assert caplog.text.count("accepted no proposal") == 2
+
+
+def test_energy_model_updates_read_back_once_per_warn_after_updates(monkeypatch):
+    """Acceptance, the no-mixing streak and the replay buffer's restarts stay on the device: 20
+    replay/MALA updates read back once per kernel run (its finiteness check) plus once for the
+    streak check (every warn_after = 20 updates); they read three times per update before."""
+    from conftest import record_host_reads
+
+    model = EnergyFunctionModel(GaussianEnergy(2, precision=1.0), 2, sampler=MALA(step_size=0.1))
+    replay = ReplayBuffer(k=2, n_chains=50, buffer_size=200)
+    data, g = torch.randn(50, 2, dtype=torch.float32), torch.Generator().manual_seed(0)
+    model = model.float()
+    with monkeypatch.context() as m:
+        calls = record_host_reads(m)
+        for _ in range(20):
+            replay.negative_phase(model, data, None, g, None)
+    assert len(calls) == 20 + 1
+    assert 0 < replay.metrics()["replay_fresh_fraction"] < 0.2 and 0 < model.sampler_metrics()["acceptance_rate"] <= 1
+
+
 # -- checkpoints and resume -----------------------------------------------------------------------
 def test_registered_energy_round_trips_through_the_common_checkpoint(tmp_path):
     model = EnergyFunctionModel(MLPEnergy(2, hidden=[16, 16], seed=4), 2, sampler=HMC(n_leapfrog=4),

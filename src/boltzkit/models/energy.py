@@ -206,7 +206,12 @@ class EnergyFunctionModel(EnergyModel):
             self.register_buffer("support_low", low.to(dtype=dtype, device=device), persistent=False)
             self.register_buffer("support_high", high.to(dtype=dtype, device=device), persistent=False)
             self.support = [low.tolist(), high.tolist()]
-        self._accept_sum, self._accept_runs, self._stuck = 0.0, 0, 0
+        # acceptance bookkeeping of _record, on the chains' device (no read-back per update)
+        self._accept_sum: Tensor | None = None
+        self._stuck: Tensor | None = None     # updates in a row that accepted nothing
+        self._longest: Tensor | None = None   # the longest such run since the last check
+        self._accept_runs = self._since_check = 0
+        self._warned = False
 
     def _bind(self, sampler: Kernel | str | None) -> Kernel:
         """The kernel, checked against the domain (discrete kernels learn K from it)."""
@@ -326,21 +331,36 @@ class EnergyFunctionModel(EnergyModel):
         return state
 
     def _record(self, state: ChainState) -> None:
+        """Adapted step size and acceptance kept on the device; read back once every
+        ``warn_after`` updates (for the no-mixing warning) and by :meth:`sampler_metrics`."""
         step = state.get("step_size")
         if step is not None and hasattr(self, "sampler_step_size"):
             self.sampler_step_size.fill_(step.mean())
         if not self.sampler.metropolis:
             return
-        rate = float(state.layers["accept"].mean())
-        self._accept_sum += rate
+        rate = state.layers["accept"].mean().double()
+        self._accept_sum = rate if self._accept_sum is None else self._accept_sum + rate
         self._accept_runs += 1
-        self._stuck = self._stuck + 1 if rate < 1e-4 else 0
-        if self._stuck == self.warn_after:
+        stuck = (rate < 1e-4).long() if self._stuck is None else (self._stuck + 1) * (rate < 1e-4)
+        self._longest = stuck if self._longest is None else torch.maximum(self._longest, stuck)
+        self._stuck = stuck
+        self._since_check += 1
+        if self._since_check == self.warn_after:
+            self._warn_if_stuck()
+
+    def _warn_if_stuck(self) -> None:
+        """One warning per streak of ``warn_after`` or more updates without an accepted proposal."""
+        assert self._longest is not None and self._stuck is not None
+        longest, ongoing = (int(v) for v in torch.stack([self._longest, self._stuck]).tolist())
+        if longest >= self.warn_after and not self._warned:
             hint = (f"lower its step size (now {float(self.sampler_step_size):.3g}) or raise adapt_rate"
                     if hasattr(self, "sampler_step_size") else
                     "check the energy module: it may be infinite or NaN next to every state")
             logger.warning(f"the {self.sampler.name} sampler accepted no proposal in {self.warn_after} "
                            f"consecutive updates: the chains do not mix; {hint}")
+        self._warned = ongoing >= self.warn_after  # the warned streak goes on: no second warning
+        self._longest = self._stuck.clone()
+        self._since_check = 0
 
     def work_per_row(self) -> int:
         """Multiply-adds per row of one energy evaluation, ≈ the module's parameter count (for the
@@ -350,11 +370,11 @@ class EnergyFunctionModel(EnergyModel):
     def sampler_metrics(self) -> dict[str, float]:
         """Mean acceptance rate of the kernel since the last call and the current step size."""
         out: dict[str, float] = {}
-        if self._accept_runs:
-            out["acceptance_rate"] = self._accept_sum / self._accept_runs
+        if self._accept_runs and self._accept_sum is not None:
+            out["acceptance_rate"] = float(self._accept_sum) / self._accept_runs
         if hasattr(self, "sampler_step_size"):
             out["step_size"] = float(self.sampler_step_size)
-        self._accept_sum, self._accept_runs = 0.0, 0
+        self._accept_sum, self._accept_runs = None, 0
         return out
 
     def sample(self, n: int, steps: int, generator: torch.Generator | None = None,

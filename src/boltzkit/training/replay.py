@@ -40,7 +40,7 @@ class ReplayBuffer(Estimator):
         if self.n_chains is not None and self.n_chains > self.buffer_size:
             raise ConfigurationError(f"n_chains ({self.n_chains}) must not exceed buffer_size ({self.buffer_size})")
         self.buffer: Tensor | None = None
-        self._fresh = 0
+        self._fresh: Tensor | int = 0
         self._drawn = 0
 
     def rows(self, batch_size: int) -> int:
@@ -65,13 +65,13 @@ class ReplayBuffer(Estimator):
         start = torch.where(fresh.to(noise.device).unsqueeze(1), noise, buffer[index])
         state = model.advance(ChainState(start), self.k, generator)
         buffer[index] = state.visible.detach()
-        self._fresh += int(fresh.sum())
+        self._fresh = self._fresh + fresh.sum()  # on the device: read once per epoch, by metrics()
         self._drawn += n
         return state
 
     def metrics(self) -> dict[str, float]:
         """Fraction of negatives restarted from noise since the last call."""
-        out = {"replay_fresh_fraction": self._fresh / self._drawn} if self._drawn else {}
+        out = {"replay_fresh_fraction": float(self._fresh) / self._drawn} if self._drawn else {}
         self._fresh = self._drawn = 0
         return out
 
