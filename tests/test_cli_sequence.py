@@ -174,6 +174,11 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     assert result["log_z"] == "ais"
     low, high = result["nll_interval"]
     assert (low is None or low <= result["nll_per_step"]) and result["nll_per_step"] <= high
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--max-bits", "2",
+                 "--accuracy-only"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["nll_per_step"] is None and "log_z" not in alone
+    assert (alone["frame_accuracy"], alone["frames"]) == (result["frame_accuracy"], result["frames"])
 
 
 def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):

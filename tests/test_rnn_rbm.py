@@ -208,3 +208,14 @@ def test_generate_shapes_and_seed():
     a = model.generate(3, 5, generator=torch.Generator().manual_seed(0))
     b = model.generate(3, 5, generator=torch.Generator().manual_seed(0))
     assert a.shape == (3, 5, 4) and torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_frame_accuracy_alone_equals_the_accuracy_beside_the_nll():
+    """``nll=False`` skips log Z but predicts the same frames (AIS draws from its own generator)."""
+    torch.manual_seed(0)
+    model = RNNRBM(6, 5, 4, seed=0)
+    seqs = SequenceBatches([(torch.rand(n, 6) < 0.4).float() for n in (7, 5, 9)])
+    full = evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=4, ais_betas=10, predict_steps=3, batch_size=1)
+    alone = evaluate_recurrent_rbm(model, seqs, max_bits=1, predict_steps=3, batch_size=1, nll=False)
+    assert full["frames"] == 21 and full["log_z"] == "ais"
+    assert alone == {"frame_accuracy": full["frame_accuracy"], "frames": 21}
