@@ -23,7 +23,7 @@ from bench_music_rnn import source
 from bench_rnn_rbm import first_pieces
 from boltzkit import checkpoint
 from boltzkit.data.music import load_music
-from boltzkit.models.sequence import evaluate_recurrent_rbm
+from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("models", nargs="+", type=Path, help="checkpoint directories")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--test-frames", type=int, default=0, help="the first test pieces up to ≥ this many frames (0: all)")
+    p.add_argument("--pieces", default=None, metavar="START:STOP",
+                   help="score only these test pieces (a Python slice of the published order, after "
+                        "--test-frames), e.g. to split a long test set over processes")
     p.add_argument("--ais-betas", default="2000,10000", help="comma-separated schedules (default 2000,10000)")
     p.add_argument("--ais-chains", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     test = first_pieces(source(load_music(args.data)["test"]), args.test_frames)
+    if args.pieces is not None:
+        start, _, stop = args.pieces.partition(":")
+        test = SequenceBatches(test.inputs[slice(int(start) if start else None, int(stop) if stop else None)])
     rows = []
     for directory in args.models:
         model = checkpoint.load(directory)
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=betas, seed=args.seed)
             row = {"model": directory.name, "ais_betas": betas, "nll_per_step": r["nll_per_step"],
                    "nll_interval": [r["nll_low"], r["nll_high"]], "frame_accuracy": r["frame_accuracy"],
-                   "frames": r["frames"], "test_pieces": len(test.inputs),
+                   "frames": r["frames"], "test_pieces": len(test.inputs), "pieces": args.pieces,
+                   "nll_se": r["nll_se"],
                    "seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads()}
             rows.append(row)
             print(json.dumps(row), flush=True)
