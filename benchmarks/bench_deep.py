@@ -83,6 +83,8 @@ def density(a: argparse.Namespace, results: dict) -> None:
             from boltzkit import checkpoint
 
             dbm, pre_seconds = checkpoint.load(a.init_from), 0.0
+            if not isinstance(dbm, DBM) or dbm.sizes != [784, *hidden]:
+                raise SystemExit(f"--init-from {a.init_from}: not a DBM of sizes {[784, *hidden]} (--hidden)")
             dbm.mean_field_steps = a.mean_field_steps
         else:
             dbm = DBM(784, hidden, mean_field_steps=a.mean_field_steps, seed=0)
@@ -101,7 +103,8 @@ def density(a: argparse.Namespace, results: dict) -> None:
         forward, s_f = timed(deep.evaluate, dbm, test, "ais", a.chains, a.betas, 0)
         reverse, s_r = timed(deep.evaluate, dbm, test, "raise", a.chains, a.betas, 1)
         results["dbm"] = {"sizes": dbm.sizes, "pretrain_seconds": pre_seconds, "train_seconds": seconds,
-                          "pretrain_epochs_per_rbm": a.pretrain_epochs, "pcd_epochs": a.dbm_epochs,
+                          "pretrain_epochs_per_rbm": 0 if a.init_from else a.pretrain_epochs,
+                          "pcd_epochs": a.dbm_epochs,
                           "mean_field_steps": a.mean_field_steps, "lr": a.dbm_lr, "k": a.dbm_k,
                           "momentum": a.dbm_momentum, "init_from": a.init_from, "ais": forward,
                           "reverse_ais": reverse, "ais_seconds": s_f + s_r}

@@ -104,7 +104,7 @@ def baseline_row(name: str, args: argparse.Namespace, train: SequenceBatches, va
     result = evaluate_sequences(model, test)
     return {"model": name, "epochs": trainer.epoch, "train_seconds": round(seconds, 1),
             "time_limit_hit": limit.hit, "test_nll_per_step": result["nll_per_step"], "test_nll_interval": None,
-            "frame_accuracy": result["frame_accuracy"], "frames": int(sum(p.shape[0] for p in test.inputs)),
+            "frame_accuracy": result["frame_accuracy"], "frames": int(result["frames"]),
             "test_pieces": len(test.inputs), "data": args.data.stem, "published_nll": published(args.data, name),
             "best_valid_nll": min(h["valid_loss"] for h in trainer.history)}
 

@@ -26,6 +26,14 @@ from boltzkit.data.music import load_music
 from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
 
 
+def piece_slice(text: str) -> slice:
+    """``START:STOP`` (either may be empty) as a slice of the test pieces."""
+    start, colon, stop = text.partition(":")
+    if not colon:
+        raise ValueError(text)
+    return slice(int(start) if start else None, int(stop) if stop else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", type=Path, help="checkpoint directories")
@@ -41,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     test = first_pieces(source(load_music(args.data)["test"]), args.test_frames)
     if args.pieces is not None:
-        start, _, stop = args.pieces.partition(":")
-        test = SequenceBatches(test.inputs[slice(int(start) if start else None, int(stop) if stop else None)])
+        try:
+            pieces = test.inputs[piece_slice(args.pieces)]
+        except ValueError:
+            p.error(f"--pieces: expected START:STOP, e.g. 0:92 or 92:, got {args.pieces!r}")
+        if not pieces:
+            p.error(f"--pieces {args.pieces}: no test piece there ({len(test.inputs)} pieces)")
+        test = SequenceBatches(pieces)
     rows = []
     for directory in args.models:
         model = checkpoint.load(directory)

@@ -68,7 +68,6 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
     for batch in data.chunks(batch_size):
         values, mask = batch.values, batch.mask
         b, c = model.biases(values)
-        neg_f = -model.free_energy(values, b, c)
         previous = torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], 1)
         real = mask > 0
         vb, vc, vp, vv = b[real], c[real], previous[real], values[real]
@@ -96,11 +95,11 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
                                         generator=ais_generator)
                 total += float(log_z.sum())
                 variance += sum(log_mean_variance(row) for row in log_w)
-        total -= float(neg_f[real].double().sum())
+        total += float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
+    accuracy = {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
     if not nll:
-        return {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
-    out: dict[str, Any] = {"nll_per_step": total / frames, "frame_accuracy": tp / max(tp + fp + fn, 1.0),
-                           "frames": frames, "log_z": "exact" if use_exact else "ais"}
+        return accuracy
+    out: dict[str, Any] = {"nll_per_step": total / frames, **accuracy, "log_z": "exact" if use_exact else "ais"}
     if not use_exact:
         half = N_STANDARD_ERRORS * math.sqrt(variance) / frames
         out["nll_se"] = math.sqrt(variance) / frames
