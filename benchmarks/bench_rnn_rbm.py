@@ -83,6 +83,13 @@ def first_pieces(data: SequenceBatches, frames: int) -> SequenceBatches:
 
 
 def build(name: str, args: argparse.Namespace):
+    if args.init_from is not None:  # continue a saved model (its weights; fresh optimizer, no pre-training)
+        model = checkpoint.load(args.init_from)
+        fresh = build(name, argparse.Namespace(**{**vars(args), "init_from": None}))
+        if type(model) is not type(fresh) or model.config() != fresh.config():
+            raise SystemExit(f"--init-from {args.init_from}: not {name} with {args.hidden} hidden / "
+                             f"{args.recurrent} recurrent units (--models, --hidden, --recurrent)")
+        return model
     if name == "rtrbm":
         return RTRBM(N_NOTES, args.hidden, seed=args.seed)
     return RNNRBM(N_NOTES, args.hidden, args.recurrent, recurrence="lstm" if name.endswith("lstm") else "rnn",
@@ -135,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="score only the first test pieces up to at least this many frames (default 0: all)")
     p.add_argument("--save-dir", type=Path, default=None,
                    help="save each trained model to SAVE_DIR/<data>-<model> (default: not saved)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                   help="continue training this saved model (one of --models; fresh optimizer, no pre-training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "rnn_rbm.json")
     args = p.parse_args(argv)
+    rbm_models = [m for m in args.models if m not in BASELINES]
+    if args.init_from is not None and len(rbm_models) != 1:
+        p.error("--init-from continues one model: give exactly one of rnn-rbm, rtrbm, rnn-rbm-lstm in --models")
     torch.set_num_threads(1)
     splits = load_music(args.data)
     train, test = source(splits["train"]), first_pieces(source(splits["test"]), args.test_frames)
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         trainer = fit_recurrent_rbm(
             model, train, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, k=args.k,
-            pretrain_epochs=args.pretrain_epochs, seed=args.seed,
+            pretrain_epochs=0 if args.init_from else args.pretrain_epochs, seed=args.seed,
             callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas),
                        EarlyStopping("valid_nll", args.patience, mode="min", verbose=False), limit])
         seconds = time.perf_counter() - start

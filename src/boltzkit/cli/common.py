@@ -212,8 +212,7 @@ def run_settings(args: argparse.Namespace, defaults: dict[str, tuple[str, Any]],
             same = str(Path(typed).resolve())
         if saved is not None and dest in saved:
             value = saved[dest]
-            if typed is not None and same != value:
-                conflicts.append(f"{flag} {_shown(typed)} (the run has {_shown(value)})")
+            conflicts += contradiction(flag, same, value, shown=typed)
             settings[dest] = value
             setattr(args, dest, typed if typed is not None else value)
         else:
@@ -221,6 +220,14 @@ def run_settings(args: argparse.Namespace, defaults: dict[str, tuple[str, Any]],
             setattr(args, dest, default if typed is None else typed)
     refuse_conflicts(conflicts)
     return settings
+
+
+def contradiction(flag: str, typed: Any, value: Any, shown: Any = None) -> list[str]:
+    """``["--k 5 (the run has 3)"]`` when a flag typed with ``--resume`` (``typed`` not None) differs
+    from the resumed run's ``value``, else ``[]``; ``shown`` replaces ``typed`` in the message."""
+    if typed is None or typed == value:
+        return []
+    return [f"{flag} {_shown(typed if shown is None else shown)} (the run has {_shown(value)})"]
 
 
 def refuse_conflicts(conflicts: list[str]) -> None:
@@ -231,7 +238,7 @@ def refuse_conflicts(conflicts: list[str]) -> None:
 
 
 def _shown(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def start_or_resume(args: argparse.Namespace, kind: Any, defaults: dict[str, tuple[str, Any]],

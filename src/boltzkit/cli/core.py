@@ -289,25 +289,19 @@ def flag_conflicts(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]
     run's training config ``saved``."""
     conflicts = []
     for flag, field in RUN_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None and value is not False and saved.get(field) != value:  # a typed 0 counts
-            conflicts.append(f"--{flag.replace('_', '-')} {value} (the run has {saved.get(field)})")
+        value = getattr(args, flag, None)  # a switch not given is False, a typed 0 counts
+        conflicts += common.contradiction(f"--{flag.replace('_', '-')}", None if value is False else value,
+                                          saved.get(field))
     return conflicts
 
 
 def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
     """Flags given with --resume whose value differs from the saved run's."""
-    conflicts = flag_conflicts(args, saved)
-    if args.hidden is not None:
-        n_hidden, kind = _layer_types(args.hidden)
-        if (n_hidden, kind) != (model_config.get("n_hidden"), model_config.get("hidden")):
-            conflicts.append(f"--hidden {n_hidden} {kind} (the run has {model_config.get('n_hidden')} "
-                             f"{model_config.get('hidden')})")
-    if args.visible is not None and args.visible != model_config.get("visible"):
-        conflicts.append(f"--visible {args.visible} (the run has {model_config.get('visible')})")
-    if args.dtype is not None and args.dtype != model_config.get("dtype"):
-        conflicts.append(f"--dtype {args.dtype} (the run has {model_config.get('dtype')})")
-    return conflicts
+    hidden = None if args.hidden is None else _layer_types(args.hidden)
+    return (flag_conflicts(args, saved)
+            + common.contradiction("--hidden", hidden, (model_config.get("n_hidden"), model_config.get("hidden")))
+            + common.contradiction("--visible", args.visible, model_config.get("visible"))
+            + common.contradiction("--dtype", args.dtype, model_config.get("dtype")))
 
 
 def _new_config(args: argparse.Namespace) -> TrainingConfig:

@@ -190,17 +190,14 @@ def train_deep(args: argparse.Namespace) -> int:
     else:
         if resume:
             model, saved, state = common.resumable(resume, device, DBM)
-            conflicts = flag_conflicts(args, saved["training"])
-            if getattr(args, "hidden", None) is not None and [*sizes] != model.sizes[1:]:
-                conflicts.append(f"--hidden {','.join(map(str, sizes))} (the run has "
-                                 f"{','.join(map(str, model.sizes[1:]))})")
-            steps = getattr(args, "mean_field_steps", None)
-            if steps is not None and steps != model.mean_field_steps:
-                conflicts.append(f"--mean-field-steps {steps} (the run has {model.mean_field_steps})")
-            if getattr(args, "dtype", None) is not None and dtype != model.weights[0].dtype:
-                run_dtype = str(model.weights[0].dtype).removeprefix("torch.")
-                conflicts.append(f"--dtype {args.dtype} (the run has {run_dtype})")
-            common.refuse_conflicts(conflicts)
+            typed_hidden = ",".join(map(str, sizes)) if getattr(args, "hidden", None) is not None else None
+            typed_dtype = str(dtype).removeprefix("torch.") if getattr(args, "dtype", None) is not None else None
+            common.refuse_conflicts(
+                flag_conflicts(args, saved["training"])
+                + common.contradiction("--hidden", typed_hidden, ",".join(map(str, model.sizes[1:])))
+                + common.contradiction("--mean-field-steps", getattr(args, "mean_field_steps", None),
+                                       model.mean_field_steps)
+                + common.contradiction("--dtype", typed_dtype, str(model.weights[0].dtype).removeprefix("torch.")))
             config = TrainingConfig.from_dict({**saved["training"], "epochs": args.epochs})
             x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, model.weights[0].dtype)
             model.check_data(x, f"--data {data_name}")
