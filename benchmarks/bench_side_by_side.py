@@ -15,6 +15,10 @@ one-step sampler its RBM trains with by default:
 * learnergy ``models.bernoulli.RBM.fit`` (CD-1, autograd gradient, shuffled DataLoader,
   and a pseudo-likelihood estimate per batch, all part of its ``fit``).
 
+boltzkit also runs CD-1 with ``precision="tf32"`` (float32 tensors whose matrix products may round
+their inputs: bf16 through oneDNN on a CPU with AMX or avx512_bf16), beside a roofline of the same
+products under that setting; its effect on the log-likelihood is ``bench_precision.py``'s.
+
 The roofline (``bench_speed.roofline_seconds``) is the time of the 5 float32 GEMMs of 2·B·784·500
 flops that one CD-1 update needs (v→h, h→v, the model-side hidden means, the two outer
 products), run alone on preallocated tensors: one yardstick for every row (a PCD-1 update
@@ -45,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import rbms_pcd_updates, train_rbms  # noqa: E402
 from bench_speed import SHARED, boltzkit_seconds, load_train, roofline_seconds  # noqa: E402
+from boltzkit.training.trainer import reduced_float32_matmul  # noqa: E402
 
 HIDDEN = 500
 CPU = torch.device("cpu")
@@ -70,9 +75,9 @@ def package_version(name: str) -> str:
 
 # Each timer: (data, batch, repeats) -> seconds of one steady-state epoch of the data's rows.
 
-def time_boltzkit(method: str) -> Callable[[torch.Tensor, int, int], float]:
+def time_boltzkit(method: str, **options: str) -> Callable[[torch.Tensor, int, int], float]:
     def timer(data: torch.Tensor, batch: int, repeats: int) -> float:
-        return boltzkit_seconds(data, HIDDEN, batch, 1, method, repeats + 1)[0]
+        return boltzkit_seconds(data, HIDDEN, batch, 1, method, repeats + 1, **options)[0]
     return timer
 
 
@@ -118,6 +123,8 @@ def time_learnergy(data: torch.Tensor, batch: int, repeats: int) -> float:
 LIBRARIES: list[tuple[str, str, str, str, Callable[[torch.Tensor, int, int], float]]] = [
     ("boltzkit CD", "boltzkit", "CD-1", "float32", time_boltzkit("cd")),
     ("boltzkit PCD", "boltzkit", "PCD-1, B chains", "float32", time_boltzkit("pcd")),
+    ("boltzkit CD, precision tf32", "boltzkit", "CD-1", "float32, bf16 products",
+     time_boltzkit("cd", precision="tf32")),
     ("scikit-learn BernoulliRBM", "scikit-learn", "PCD-1, B chains", "float32", time_sklearn(np.float32)),
     ("scikit-learn BernoulliRBM", "scikit-learn", "PCD-1, B chains", "float64", time_sklearn(np.float64)),
     ("rbms (update loop)", "rbms", "PCD-1, B chains, centred", "float32", time_rbms_updates),
@@ -142,6 +149,11 @@ def measure(data: torch.Tensor, batches: list[int], repeats: int) -> list[dict]:
         roof = roofline_seconds(n, batch, data.shape[1], HIDDEN, 1, CPU, repeats=repeats)
         rows.append({"library": "roofline (5 GEMMs)", "package": "torch", "version": torch.__version__,
                      "algorithm": "GEMMs of CD-1/PCD-1", "dtype": "float32", "batch": batch, "seconds": roof})
+        with reduced_float32_matmul(CPU):  # what precision="tf32" lets the products do (bf16 on AMX)
+            rows.append({"library": "roofline (5 GEMMs), bf16 products", "package": "torch",
+                         "version": torch.__version__, "algorithm": "GEMMs of CD-1/PCD-1",
+                         "dtype": "float32, bf16 products", "batch": batch,
+                         "seconds": roofline_seconds(n, batch, data.shape[1], HIDDEN, 1, CPU, repeats=repeats)})
         for name, package, algorithm, dtype, timer in LIBRARIES:
             print(f"batch {batch}: {name} {dtype}", file=sys.stderr, flush=True)
             row = {"library": name, "package": package, "version": package_version(package),

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 
 from boltzkit.models.rbm import RBM
 from boltzkit.training import Callback, fit
+from boltzkit.training.trainer import reduced_float32_matmul
 
 sys.path.insert(0, str(Path(__file__).parent))
 from roofline import GemmWorkload  # noqa: E402
@@ -125,6 +127,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=3, help="epochs timed; the first is reported apart")
     p.add_argument("--repeats", type=int, default=3, help="roofline repeats")
+    p.add_argument("--precision", default="float32", choices=("float32", "tf32"),
+                   help="tf32: boltzkit trains with precision='tf32' and the roofline's products run under the "
+                        "same setting (bf16 inputs through oneDNN on AMX / avx512_bf16 CPUs, TF32 on CUDA)")
     p.add_argument("--cf", action="store_true", help="the CF-RBM on MovieLens-100k (use --hidden 200 --batch-size 10)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -134,13 +139,16 @@ def main(argv=None) -> int:
         return 0
     data = load_train(a.n).to(device)
     options = {"replicas": a.replicas} if a.method == "pt" else {}
-    ours, first = boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method, a.epochs, **options)
+    ours, first = boltzkit_seconds(data, a.hidden, a.batch_size, a.k, a.method, a.epochs, precision=a.precision,
+                                   **options)
     chain_rows = {"cd": None, "pcd": a.batch_size, "pt": a.batch_size * a.replicas}[a.method]
     shape = (data.shape[0], a.batch_size, data.shape[1], a.hidden, a.k, device)
-    roof = roofline_seconds(*shape, repeats=a.repeats, chain_rows=chain_rows)
-    floor = roofline_seconds(*shape, draws=True, repeats=a.repeats, chain_rows=chain_rows)
+    with reduced_float32_matmul(device) if a.precision == "tf32" else nullcontext():
+        roof = roofline_seconds(*shape, repeats=a.repeats, chain_rows=chain_rows)
+        floor = roofline_seconds(*shape, draws=True, repeats=a.repeats, chain_rows=chain_rows)
     result = {"device": str(device), "threads": torch.get_num_threads(), "n": data.shape[0],
               "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}", **options,
+              "precision": a.precision,
               "boltzkit_epoch_s": ours, "first_epoch_with_setup_s": first, "roofline_s": roof,
               "samples_per_s": data.shape[0] / ours, "ratio_roofline_over_boltzkit": roof / ours,
               "ratio_first_epoch": roof / first, "gemm_and_draws_s": floor,
