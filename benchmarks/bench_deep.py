@@ -65,7 +65,7 @@ def density(a: argparse.Namespace, results: dict) -> None:
     test = torch.from_numpy(load_mat(DATA / "binarized-mnist" / "binarized_mnist_test.mat").astype(np.float32))
     train = train[:a.train_rows] if a.train_rows else train
     hidden = [int(n) for n in a.hidden.split(",")]
-    cfg = TrainingConfig(epochs=a.rbm_epochs, batch_size=100, lr=0.05, centered=True, seed=0)
+    cfg = TrainingConfig(epochs=a.rbm_epochs, batch_size=100, lr=0.05, centered=True, seed=0, precision=a.precision)
 
     if "dbn" in a.models:
         dbn = DBN([784, *hidden], seed=0)
@@ -73,7 +73,7 @@ def density(a: argparse.Namespace, results: dict) -> None:
         forward, s_f = timed(deep.evaluate, dbn, test, "ais", a.chains, a.betas, 0, a.samples)
         reverse, s_r = timed(deep.evaluate, dbn, test, "raise", a.chains, a.betas, 1, a.samples)
         results["dbn"] = {"sizes": dbn.sizes, "train_seconds": seconds, "epochs_per_layer": a.rbm_epochs,
-                          "ais": forward, "reverse_ais": reverse, "ais_seconds": s_f + s_r}
+                          "precision": a.precision, "ais": forward, "reverse_ais": reverse, "ais_seconds": s_f + s_r}
         print(f"DBN {dbn.sizes}: bound {forward['log_likelihood']:.2f} nats "
               f"[{forward['log_likelihood_interval'][0]:.2f}, {forward['log_likelihood_interval'][1]:.2f}]; "
               f"reverse {reverse['log_likelihood']:.2f}; trained in {seconds:.0f} s", flush=True)
@@ -89,12 +89,14 @@ def density(a: argparse.Namespace, results: dict) -> None:
         else:
             dbm = DBM(784, hidden, mean_field_steps=a.mean_field_steps, seed=0)
             _, pre_seconds = timed(dbm.pretrain, train, TrainingConfig(epochs=a.pretrain_epochs, batch_size=100,
-                                                                       lr=0.05, centered=True, seed=0))
+                                                                       lr=0.05, centered=True, seed=0,
+                                                                       precision=a.precision))
         from boltzkit.training import Trainer
         trainer = Trainer(dbm, TrainingConfig(epochs=a.dbm_epochs, batch_size=100, lr=a.dbm_lr, centered=True,
                                               seed=0, init_visible_bias=False, k=a.dbm_k,
                                               momentum=a.dbm_momentum, initial_momentum=0.5,
-                                              momentum_epochs=5 if a.dbm_momentum != 0.5 else 0))
+                                              momentum_epochs=5 if a.dbm_momentum != 0.5 else 0,
+                                              precision=a.precision))
         _, seconds = timed(trainer.fit, train)
         if a.save:  # the command line's checkpoint of a run, resumable with train --resume
             from boltzkit.cli.common import save_run
@@ -106,7 +108,8 @@ def density(a: argparse.Namespace, results: dict) -> None:
                           "pretrain_epochs_per_rbm": 0 if a.init_from else a.pretrain_epochs,
                           "pcd_epochs": a.dbm_epochs,
                           "mean_field_steps": a.mean_field_steps, "lr": a.dbm_lr, "k": a.dbm_k,
-                          "momentum": a.dbm_momentum, "init_from": a.init_from, "ais": forward,
+                          "momentum": a.dbm_momentum, "init_from": a.init_from, "precision": a.precision,
+                          "ais": forward,
                           "reverse_ais": reverse, "ais_seconds": s_f + s_r}
         print(f"DBM {dbm.sizes}: bound {forward['log_likelihood']:.2f} nats "
               f"[{forward['log_likelihood_interval'][0]:.2f}, {forward['log_likelihood_interval'][1]:.2f}]; "
@@ -181,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Gibbs sweeps of the DBM's persistent chains per update (default 1)")
     p.add_argument("--dbm-momentum", type=float, default=0.5,
                    help="DBM momentum (default 0.5; another value is reached after 5 epochs at 0.5)")
+    p.add_argument("--precision", default="float32", choices=("float32", "tf32"),
+                   help="training precision of the DBN's RBMs and the DBM (tf32: bf16 products on AMX CPUs, "
+                        "≈ 2× faster DBM epochs here; evaluation stays float32)")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="start the DBM from this checkpoint instead of pre-training (fresh chains and schedule)")
     p.add_argument("--mean-field-steps", type=int, default=5, help="DBM mean-field sweeps (default 5)")
