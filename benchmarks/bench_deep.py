@@ -69,11 +69,12 @@ def density(a: argparse.Namespace, results: dict) -> None:
 
     if "dbn" in a.models:
         dbn = DBN([784, *hidden], seed=0)
-        _, seconds = timed(dbn.fit, train, cfg)
+        _, seconds = timed(dbn.fit, train, cfg, propagate=a.dbn_propagate)
         forward, s_f = timed(deep.evaluate, dbn, test, "ais", a.chains, a.betas, 0, a.samples)
         reverse, s_r = timed(deep.evaluate, dbn, test, "raise", a.chains, a.betas, 1, a.samples)
         results["dbn"] = {"sizes": dbn.sizes, "train_seconds": seconds, "epochs_per_layer": a.rbm_epochs,
-                          "precision": a.precision, "ais": forward, "reverse_ais": reverse, "ais_seconds": s_f + s_r}
+                          "propagate": a.dbn_propagate, "precision": a.precision, "ais": forward,
+                          "reverse_ais": reverse, "ais_seconds": s_f + s_r}
         print(f"DBN {dbn.sizes}: bound {forward['log_likelihood']:.2f} nats "
               f"[{forward['log_likelihood_interval'][0]:.2f}, {forward['log_likelihood_interval'][1]:.2f}]; "
               f"reverse {reverse['log_likelihood']:.2f}; trained in {seconds:.0f} s", flush=True)
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Gibbs sweeps of the DBM's persistent chains per update (default 1)")
     p.add_argument("--dbm-momentum", type=float, default=0.5,
                    help="DBM momentum (default 0.5; another value is reached after 5 epochs at 0.5)")
+    p.add_argument("--dbn-propagate", default="mean", choices=("mean", "sample"),
+                   help="what each DBN layer trains on: the hidden means of the layer below (default) or "
+                        "binary samples of them (the states the DBN's bound scores)")
     p.add_argument("--precision", default="float32", choices=("float32", "tf32"),
                    help="training precision of the DBN's RBMs and the DBM (tf32: bf16 products on AMX CPUs, "
                         "≈ 2× faster DBM epochs here; evaluation stays float32)")
