@@ -93,6 +93,7 @@ def test_dbn_exact_log_likelihood_against_brute_force():
     assert float(torch.logsumexp(log_p, 0).detach()) == pytest.approx(0.0, abs=1e-10)
 
 
+@torch.no_grad()
 def test_dbn_bound_estimate_is_unbiased_for_the_exact_bound_and_below_the_truth():
     dbn = random_model(DBN, [5, 3, 3], scale=1.0, seed=2)
     data = (torch.rand(30, 5, generator=torch.Generator().manual_seed(0)) < 0.5).double()
