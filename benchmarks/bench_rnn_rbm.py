@@ -83,17 +83,20 @@ def first_pieces(data: SequenceBatches, frames: int) -> SequenceBatches:
 
 
 def build(name: str, args: argparse.Namespace):
-    if args.init_from is not None:  # continue a saved model (its weights; fresh optimizer, no pre-training)
-        model = checkpoint.load(args.init_from)
-        fresh = build(name, argparse.Namespace(**{**vars(args), "init_from": None}))
-        if type(model) is not type(fresh) or model.config() != fresh.config():
-            raise SystemExit(f"--init-from {args.init_from}: not {name} with {args.hidden} hidden / "
-                             f"{args.recurrent} recurrent units (--models, --hidden, --recurrent)")
-        return model
+    """A new model, or with ``--init-from`` the saved one (its weights; fresh optimizer, no
+    pre-training) when it is that model of those sizes."""
     if name == "rtrbm":
-        return RTRBM(N_NOTES, args.hidden, seed=args.seed)
-    return RNNRBM(N_NOTES, args.hidden, args.recurrent, recurrence="lstm" if name.endswith("lstm") else "rnn",
-                  seed=args.seed)
+        model = RTRBM(N_NOTES, args.hidden, seed=args.seed)
+    else:
+        model = RNNRBM(N_NOTES, args.hidden, args.recurrent, recurrence="lstm" if name.endswith("lstm") else "rnn",
+                       seed=args.seed)
+    if args.init_from is None:
+        return model
+    saved = checkpoint.load(args.init_from)
+    if type(saved) is not type(model) or saved.config() != model.config():
+        raise SystemExit(f"--init-from {args.init_from}: not {name} with {args.hidden} hidden / "
+                         f"{args.recurrent} recurrent units (--models, --hidden, --recurrent)")
+    return saved
 
 
 def baseline_row(name: str, args: argparse.Namespace, train: SequenceBatches, valid: SequenceBatches,

@@ -49,7 +49,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import rbms_pcd_updates, train_rbms  # noqa: E402
 from bench_speed import SHARED, boltzkit_seconds, load_train, roofline_seconds  # noqa: E402
-from boltzkit.training.trainer import reduced_float32_matmul  # noqa: E402
 
 HIDDEN = 500
 CPU = torch.device("cpu")
@@ -149,11 +148,11 @@ def measure(data: torch.Tensor, batches: list[int], repeats: int) -> list[dict]:
         roof = roofline_seconds(n, batch, data.shape[1], HIDDEN, 1, CPU, repeats=repeats)
         rows.append({"library": "roofline (5 GEMMs)", "package": "torch", "version": torch.__version__,
                      "algorithm": "GEMMs of CD-1/PCD-1", "dtype": "float32", "batch": batch, "seconds": roof})
-        with reduced_float32_matmul(CPU):  # what precision="tf32" lets the products do (bf16 on AMX)
-            rows.append({"library": "roofline (5 GEMMs), bf16 products", "package": "torch",
-                         "version": torch.__version__, "algorithm": "GEMMs of CD-1/PCD-1",
-                         "dtype": "float32, bf16 products", "batch": batch,
-                         "seconds": roofline_seconds(n, batch, data.shape[1], HIDDEN, 1, CPU, repeats=repeats)})
+        rows.append({"library": "roofline (5 GEMMs), bf16 products", "package": "torch",
+                     "version": torch.__version__, "algorithm": "GEMMs of CD-1/PCD-1",
+                     "dtype": "float32, bf16 products", "batch": batch,
+                     "seconds": roofline_seconds(n, batch, data.shape[1], HIDDEN, 1, CPU, repeats=repeats,
+                                                 precision="tf32")})
         for name, package, algorithm, dtype, timer in LIBRARIES:
             print(f"batch {batch}: {name} {dtype}", file=sys.stderr, flush=True)
             row = {"library": name, "package": package, "version": package_version(package),

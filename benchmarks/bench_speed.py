@@ -49,10 +49,13 @@ def load_train(n: int) -> torch.Tensor:
 
 
 def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.device,
-                     draws: bool = False, repeats: int = 1, chain_rows: int | None = None) -> float:
+                     draws: bool = False, repeats: int = 1, chain_rows: int | None = None,
+                     precision: str = "float32") -> float:
     """Time of the GEMMs of one epoch, alone; with ``draws``, also float uniforms for the k Gibbs
     sweeps (the floor of a sampler drawing one float per unit from torch's generator; boltzkit's
-    16-bit draws, four per random word, can go below it).
+    16-bit draws, four per random word, can go below it).  ``precision="tf32"`` runs the
+    products as ``TrainingConfig(precision="tf32")`` lets training run them (bf16 inputs on
+    AMX / avx512_bf16 CPUs, TF32 on CUDA).
 
     CD-k: 2k+3 GEMM-equivalents per update on B rows (the first v→h product is the positive
     field).  Persistent chains (``chain_rows``: PCD's chains, PT's chains × replicas): 2k on
@@ -70,7 +73,8 @@ def roofline_seconds(n: int, batch: int, v: int, h: int, k: int, device: torch.d
                 data.field()
             data.gradient()
 
-    return data.seconds(epoch, repeats)
+    with reduced_float32_matmul(device) if precision == "tf32" else nullcontext():
+        return data.seconds(epoch, repeats)
 
 
 class EpochClock(Callback):
@@ -143,9 +147,8 @@ def main(argv=None) -> int:
                                    **options)
     chain_rows = {"cd": None, "pcd": a.batch_size, "pt": a.batch_size * a.replicas}[a.method]
     shape = (data.shape[0], a.batch_size, data.shape[1], a.hidden, a.k, device)
-    with reduced_float32_matmul(device) if a.precision == "tf32" else nullcontext():
-        roof = roofline_seconds(*shape, repeats=a.repeats, chain_rows=chain_rows)
-        floor = roofline_seconds(*shape, draws=True, repeats=a.repeats, chain_rows=chain_rows)
+    roof = roofline_seconds(*shape, repeats=a.repeats, chain_rows=chain_rows, precision=a.precision)
+    floor = roofline_seconds(*shape, draws=True, repeats=a.repeats, chain_rows=chain_rows, precision=a.precision)
     result = {"device": str(device), "threads": torch.get_num_threads(), "n": data.shape[0],
               "hidden": a.hidden, "batch": a.batch_size, "method": f"{a.method}-{a.k}", **options,
               "precision": a.precision,

@@ -191,13 +191,13 @@ def train_deep(args: argparse.Namespace) -> int:
         if resume:
             model, saved, state = common.resumable(resume, device, DBM)
             typed_hidden = ",".join(map(str, sizes)) if getattr(args, "hidden", None) is not None else None
-            typed_dtype = str(dtype).removeprefix("torch.") if getattr(args, "dtype", None) is not None else None
             common.refuse_conflicts(
                 flag_conflicts(args, saved["training"])
                 + common.contradiction("--hidden", typed_hidden, ",".join(map(str, model.sizes[1:])))
                 + common.contradiction("--mean-field-steps", getattr(args, "mean_field_steps", None),
                                        model.mean_field_steps)
-                + common.contradiction("--dtype", typed_dtype, str(model.weights[0].dtype).removeprefix("torch.")))
+                + common.contradiction("--dtype", getattr(args, "dtype", None),
+                                       str(model.weights[0].dtype).removeprefix("torch.")))
             config = TrainingConfig.from_dict({**saved["training"], "epochs": args.epochs})
             x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, model.weights[0].dtype)
             model.check_data(x, f"--data {data_name}")
