@@ -33,7 +33,7 @@ import torch
 
 from bench_music_rnn import PUBLISHED_RNN, TimeLimit, source
 from boltzkit import checkpoint
-from boltzkit.data.music import N_NOTES, load_music
+from boltzkit.data.music import N_NOTES, load_music, transposed
 from boltzkit.models.sequence import (
     LSTM,
     RNN,
@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="save each trained model to SAVE_DIR/<data>-<model> (default: not saved)")
     p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
                    help="continue training this saved model (one of --models; fresh optimizer, no pre-training)")
+    p.add_argument("--transpose", type=int, default=0, metavar="N",
+                   help="train on every training piece shifted by -N..+N semitones (shifts that would move a note "
+                        "off the keyboard skipped; validation and test pieces are never shifted)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "rnn_rbm.json")
     args = p.parse_args(argv)
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--init-from continues one model: give exactly one of rnn-rbm, rtrbm, rnn-rbm-lstm in --models")
     torch.set_num_threads(1)
     splits = load_music(args.data)
-    train, test = source(splits["train"]), first_pieces(source(splits["test"]), args.test_frames)
+    train = source(transposed(splits["train"], args.transpose))
+    test = first_pieces(source(splits["test"]), args.test_frames)
     valid = SequenceBatches(source(splits["valid"]).inputs[: args.valid_pieces])
     rows = []
     for name in args.models:
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                "test_nll_per_step": result["nll_per_step"],
                "test_nll_interval": [result["nll_low"], result["nll_high"]],
                "frame_accuracy": result["frame_accuracy"], "frames": result["frames"],
-               "test_pieces": len(test.inputs), "data": args.data.stem,
+               "test_pieces": len(test.inputs), "train_pieces": len(train.inputs), "data": args.data.stem,
                "published_nll": published(args.data, name),
                "ais_check": {"pieces": args.check_pieces, f"nll_{args.ais_betas}_betas": short["nll_per_step"],
                              f"nll_{args.check_betas}_betas": long["nll_per_step"]},

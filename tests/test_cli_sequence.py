@@ -197,7 +197,35 @@ def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("kind,extra", [("rnn", ["--hidden", "12"]),
+def test_transpose_augments_the_training_split_only(tmp_path, music, capsys, monkeypatch):
+    """--transpose N trains on every training piece at −N..+N semitones (the toy arpeggios sit in
+    keys 40–52: all shifts fit), is a setting of the run, and is refused outside 0..6."""
+    import boltzkit.cli.sequence as sequence_cli
+
+    seen = {}
+    real_fit = sequence_cli.fit_sequences
+
+    def spy(model, train, valid, **kwargs):
+        seen["train"], seen["valid"] = len(train), len(valid)
+        return real_fit(model, train, valid, **kwargs)
+
+    monkeypatch.setattr(sequence_cli, "fit_sequences", spy)
+    base = ["sequence", "train", "--data", str(music), "--hidden", "6", "--batch-size", "4", "--epochs", "1",
+            "--quiet"]
+    assert main([*base, "--transpose", "2", "--out", str(tmp_path / "run")]) == 0
+    assert seen == {"train": 24 * 5, "valid": 6}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["transpose"] == 2
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2", "--transpose", "1", "--resume", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "--transpose 1 (the run has 2)" in capsys.readouterr().err
+    for bad in ("-1", "7"):
+        assert main([*base, "--transpose", bad, "--out", str(tmp_path / "never")]) == 2
+        assert "--transpose" in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("kind,extra", [("rnn", ["--hidden", "12"]), ("rnn", ["--hidden", "12", "--transpose", "1"]),
                                         ("rnn-rbm", ["--hidden", "6", "--recurrent", "8", "--k", "2",
                                                      "--pretrain-epochs", "1"])])
 def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tmp_path, music, kind, extra):

@@ -18,8 +18,9 @@ from boltzkit.data.music import (
     midi_to_piano_roll,
     music_statistics,
     piano_roll_to_midi,
+    transposed,
 )
-from boltzkit.errors import DataError
+from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.models.sequence import RNN, SequenceBatches, evaluate_sequences, fit_sequences
 
 #: sequence counts of the published splits (Boulanger-Lewandowski et al. 2012)
@@ -124,6 +125,24 @@ def test_missing_mido_gives_one_line(tmp_path, monkeypatch):
     (tmp_path / "a.mid").write_bytes(b"MThd")
     with pytest.raises(DataError, match="pip install mido"):
         load_music(tmp_path / "a.mid")
+
+
+def test_transposed_shifts_every_piece_without_cutting_a_note():
+    low = np.zeros((3, 88), np.uint8)
+    low[:, [0, 5]] = 1            # lowest key sounds: no downward shift
+    mid = np.zeros((2, 88), np.uint8)
+    mid[0, 40] = mid[1, 47] = 1
+    out = transposed([low, mid], 2)
+    # shift 0 first (the pieces themselves), then −1, +1, −2, +2, each skipped where a note would fall off
+    assert [r.shape for r in out] == [(3, 88), (2, 88), (2, 88), (3, 88), (2, 88), (2, 88), (3, 88), (2, 88)]
+    assert out[0] is not low and np.array_equal(out[0], low) and np.array_equal(out[1], mid)
+    assert np.flatnonzero(out[2][0]).tolist() == [39] and np.flatnonzero(out[2][1]).tolist() == [46]
+    assert np.flatnonzero(out[3][0]).tolist() == [1, 6]
+    assert np.flatnonzero(out[7][1]).tolist() == [49]
+    assert all(r.sum() == (low if r.shape[0] == 3 else mid).sum() for r in out)  # no note lost
+    assert len(transposed([low, mid], 0)) == 2
+    with pytest.raises(ConfigurationError, match="semitones"):
+        transposed([mid], -1)
 
 
 def test_nll_and_frame_accuracy_by_hand():

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .. import checkpoint, plot
-from ..data.music import N_NOTES, load_music, piano_roll_to_midi
+from ..data.music import N_NOTES, load_music, piano_roll_to_midi, transposed
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
 from ..models.sequence import (
     LSTM,
@@ -81,6 +81,8 @@ def _load_model(directory: str, rbm: bool = False) -> tuple[Any, dict[str, Any]]
 
 
 RBM_MODELS = ("rnn-rbm", "rtrbm")
+#: largest ``--transpose``: shifts of −6…+6 semitones reach every key of the octave
+MAX_TRANSPOSE = 6
 
 
 def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Namespace) -> dict[str, Any]:
@@ -126,6 +128,7 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
     "batch_size": ("--batch-size", 8), "lr": ("--lr", 1e-3), "optimizer": ("--optimizer", "adam"),
     "clip": ("--clip", None), "method": ("--method", "autograd"), "truncation": ("--truncation", None),
     "seed": ("--seed", 0), "valid_split": ("--valid-split", "valid"), "frames_per_beat": ("--frames-per-beat", 1),
+    "transpose": ("--transpose", 0),
 }
 
 
@@ -161,9 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
         return launched
+    check_int("--transpose", args.transpose, least=0, most=MAX_TRANSPOSE)
     frames = args.frames_per_beat
     splits = _splits(args.data, frames)
-    train = _source(_pick(splits, args.split, args.data), f"{args.data} [{args.split}]")
+    train = _source(transposed(_pick(splits, args.split, args.data), args.transpose), f"{args.data} [{args.split}]")
     valid = None
     if args.valid_split != "none":
         if args.valid_split in splits:
@@ -436,6 +440,10 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--init", choices=("uniform", "identity"),
                    help="RNN recurrent weights: uniform(±1/√H) or identity (IRNN) (default uniform)")
     t.add_argument("--split", help="training split (default train)")
+    t.add_argument("--transpose", type=int, metavar="N",
+                   help=f"augment the training split with every piece shifted by -N..+N semitones (at most "
+                        f"{MAX_TRANSPOSE}; a shift that would move a note off the 88 keys is skipped for that "
+                        f"piece; validation and test are never shifted) (default 0: none)")
     t.add_argument("--valid-split",
                    help="split for early stopping, or 'none' (default valid, when the file has one)")
     t.add_argument("--epochs", type=int, default=200, help="most epochs (default 200)")

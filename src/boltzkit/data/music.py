@@ -262,3 +262,20 @@ def music_statistics(rolls: list[np.ndarray]) -> dict[str, float]:
     frames = sum(r.shape[0] for r in rolls)
     return {"sequences": len(rolls), "frames": frames,
             "notes_per_frame": float(sum(r.sum() for r in rolls)) / max(frames, 1)}
+
+
+def transposed(rolls: list[np.ndarray], semitones: int) -> list[np.ndarray]:
+    """Every piece at every shift s ∈ {−semitones, …, +semitones} (s = 0 first, so the pieces
+    themselves come first), as training-data augmentation: column j of the shifted roll is
+    column j − s of the original.  A shift that would move a sounding note off the 88-key
+    range is skipped for that piece, so no note is ever cut."""
+    check_int("semitones", semitones, least=0)
+    shifts = [0, *(s for k in range(1, semitones + 1) for s in (-k, k))]
+    out = []
+    for s in shifts:
+        for roll in rolls:
+            sounding = np.flatnonzero(roll.any(axis=0))
+            if sounding.size and not (0 <= sounding[0] + s and sounding[-1] + s < roll.shape[1]):
+                continue
+            out.append(np.roll(roll, s, axis=1))
+    return out
