@@ -156,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = checkpoint.check_output_directory(args.out)
     resume_on_restart(args)  # torchrun restarted the job: continue from --out
     resume = _resume(args)
+    check_int("--transpose", args.transpose, least=0, most=MAX_TRANSPOSE)
     if args.model in RBM_MODELS:
         _check_rbm_options(args)
     if not Path(args.data).exists():
@@ -164,7 +165,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
         return launched
-    check_int("--transpose", args.transpose, least=0, most=MAX_TRANSPOSE)
     frames = args.frames_per_beat
     splits = _splits(args.data, frames)
     train = _source(transposed(_pick(splits, args.split, args.data), args.transpose), f"{args.data} [{args.split}]")
