@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .. import checkpoint, plot
-from ..data.music import N_NOTES, load_music, piano_roll_to_midi, transposed
+from ..data.music import MAX_TRANSPOSE, N_NOTES, load_music, piano_roll_to_midi, transposed
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
 from ..models.sequence import (
     LSTM,
@@ -81,8 +81,6 @@ def _load_model(directory: str, rbm: bool = False) -> tuple[Any, dict[str, Any]]
 
 
 RBM_MODELS = ("rnn-rbm", "rtrbm")
-#: largest ``--transpose``: shifts of −6…+6 semitones reach every key of the octave
-MAX_TRANSPOSE = 6
 
 
 def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Namespace) -> dict[str, Any]:

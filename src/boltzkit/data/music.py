@@ -40,6 +40,8 @@ LOWEST_NOTE = 21
 SPLITS = ("train", "valid", "test")
 _MAT_KEYS = {"traindata": "train", "validdata": "valid", "testdata": "test"}
 MIDI_SUFFIXES = (".mid", ".midi")
+#: largest transposition (:func:`transposed`): −6…+6 semitones reach every key of the octave
+MAX_TRANSPOSE = 6
 #: longest MIDI piece read, in frames (17.6 MB as a piano roll; 27 hours at 1 frame per beat and
 #: 120 bpm): a few damaged bytes can claim 2^28 ticks, which would be a 22 GiB roll
 MAX_FRAMES = 200_000
@@ -268,14 +270,12 @@ def transposed(rolls: list[np.ndarray], semitones: int) -> list[np.ndarray]:
     """Every piece at every shift s ∈ {−semitones, …, +semitones} (s = 0 first, so the pieces
     themselves come first), as training-data augmentation: column j of the shifted roll is
     column j − s of the original.  A shift that would move a sounding note off the 88-key
-    range is skipped for that piece, so no note is ever cut."""
-    check_int("semitones", semitones, least=0)
+    range is skipped for that piece, so no note is ever cut.  ``semitones`` ≤
+    :data:`MAX_TRANSPOSE` (each shift is a copy of the pieces)."""
+    check_int("semitones", semitones, least=0, most=MAX_TRANSPOSE)
     shifts = [0, *(s for k in range(1, semitones + 1) for s in (-k, k))]
-    out = []
-    for s in shifts:
-        for roll in rolls:
-            sounding = np.flatnonzero(roll.any(axis=0))
-            if sounding.size and not (0 <= sounding[0] + s and sounding[-1] + s < roll.shape[1]):
-                continue
-            out.append(np.roll(roll, s, axis=1))
-    return out
+    ranges = []  # the shifts each piece allows: [−lowest sounding key, 87 − highest]
+    for roll in rolls:
+        sounding = np.flatnonzero(roll.any(axis=0))
+        ranges.append((-sounding[0], roll.shape[1] - 1 - sounding[-1]) if sounding.size else (-np.inf, np.inf))
+    return [np.roll(roll, s, axis=1) for s in shifts for roll, (down, up) in zip(rolls, ranges) if down <= s <= up]
