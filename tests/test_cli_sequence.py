@@ -179,6 +179,15 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     alone = json.loads(capsys.readouterr().out)
     assert alone["nll_per_step"] is None and "log_z" not in alone
     assert (alone["frame_accuracy"], alone["frames"]) == (result["frame_accuracy"], result["frames"])
+    assert "nll_raise" not in result
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--max-bits", "2",
+                 "--ais-chains", "4", "--ais-betas", "20", "--raise-chains", "2"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["nll_per_step"] == result["nll_per_step"]          # the forward run is unchanged
+    low, high = both["nll_raise_interval"]
+    assert low < both["nll_raise"] < high
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--raise-chains", "-1"]) == 2
+    assert "--raise-chains" in capsys.readouterr().err
 
 
 def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):

@@ -161,6 +161,22 @@ def test_evaluation_by_ais_brackets_the_exact_value():
     assert result["nll_per_step"] == pytest.approx(truth, abs=0.05)
 
 
+def test_raise_is_the_conservative_side_of_the_bracket():
+    """A sharp RTRBM (weights ×2) and a short schedule (20 β): forward AIS's NLL errs low and
+    RAISE's high, each by more than 3 of its standard errors, with the exact NLL between them;
+    1,000 β bring RAISE to the exact value within 4 standard errors."""
+    model = RTRBM(10, 8, weight_scale=2.0, seed=1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    seqs = SequenceBatches([torch.bernoulli(torch.full((6, 10), 0.4, dtype=torch.float64), generator=g)
+                            for _ in range(2)])
+    truth = evaluate_recurrent_rbm(model, seqs)["nll_per_step"]
+    short = evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=8, ais_betas=20, raise_chains=8)
+    assert short["nll_per_step"] + 3 * short["nll_se"] < truth < short["nll_raise"] - 3 * short["nll_raise_se"]
+    long = evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=8, ais_betas=1000, raise_chains=8)
+    assert abs(long["nll_raise"] - truth) <= 4 * long["nll_raise_se"]
+    assert "nll_raise" not in evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=2, ais_betas=5)
+
+
 def test_ais_interval_is_finite_and_its_standard_error_matches_the_spread_over_seeds():
     """With 3 chains and 5 β most frames have mean(w) − 3 se(w) ≤ 0: adding the per-frame intervals
     gave a lower end of −inf.  The interval is NLL ± 3σ with σ² = Σ_t (se_t/mean_t)² / N² (independent

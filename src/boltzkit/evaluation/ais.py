@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -393,6 +394,30 @@ def ais(rbm: RBM, data: Tensor | np.ndarray | None = None, *, n_chains: int = 10
                      direction="forward")
 
 
+def _base_log_partitions(rbm: RBM, base_bias: Tensor) -> Tensor:
+    """Exact log Z_A per row of ``base_bias`` (R × V), float64, as :func:`base_log_partition`."""
+    zeros = torch.zeros(base_bias.shape[0], rbm.hidden.dim, dtype=torch.float64, device=base_bias.device)
+    return rbm.visible.log_partition(base_bias.detach().double()) + rbm.hidden.log_partition(zeros, 0.0)
+
+
+def _many_setup(name: str, rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, n_chains: int,
+                betas: int | Tensor | None, base_bias: Tensor | None
+                ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
+    """Checked (base biases R × V, schedule, repeat each row ``n_chains`` times) for
+    :func:`ais_many` and :func:`raise_many`."""
+    if visible_bias.dim() != 2 or hidden_bias.dim() != 2 or visible_bias.shape[0] != hidden_bias.shape[0] \
+            or visible_bias.shape[1] != rbm.visible.dim or hidden_bias.shape[1] != rbm.hidden.dim:
+        raise ConfigurationError(f"{name} needs biases of shapes (R, {rbm.visible.dim}) and (R, {rbm.hidden.dim}), "
+                                 f"got {tuple(visible_bias.shape)} and {tuple(hidden_bias.shape)}")
+    check_int("n_chains", n_chains, least=1)
+    base = visible_bias if base_bias is None else base_bias.reshape(visible_bias.shape)
+
+    def rows(t: Tensor) -> Tensor:
+        return t.detach().repeat_interleave(n_chains, 0)
+
+    return base, _schedule(betas), rows
+
+
 def ais_many(rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, *, n_chains: int = 100,
              betas: int | Tensor | None = None, base_bias: Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -406,26 +431,46 @@ def ais_many(rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, *, n_chains: i
     Returns (log Ẑ_r as float64, shape (R,); the log-weights, shape (R, n_chains)), with
     log Ẑ_r = log Z_A,r + log mean_m w_rm, in expectation a lower bound on log Z_r.
     """
-    if visible_bias.dim() != 2 or hidden_bias.dim() != 2 or visible_bias.shape[0] != hidden_bias.shape[0] \
-            or visible_bias.shape[1] != rbm.visible.dim or hidden_bias.shape[1] != rbm.hidden.dim:
-        raise ConfigurationError(f"ais_many needs biases of shapes (R, {rbm.visible.dim}) and (R, {rbm.hidden.dim}), "
-                                 f"got {tuple(visible_bias.shape)} and {tuple(hidden_bias.shape)}")
-    check_int("n_chains", n_chains, least=1)
-    base = visible_bias if base_bias is None else base_bias.reshape(visible_bias.shape)
-    schedule, n = _schedule(betas), visible_bias.shape[0]
-
-    def rows(t: Tensor) -> Tensor:
-        return t.detach().repeat_interleave(n_chains, 0)
-
+    base, schedule, rows = _many_setup("ais_many", rbm, visible_bias, hidden_bias, n_chains, betas, base_bias)
+    n = visible_bias.shape[0]
     with torch.no_grad():
         base_rows = rows(base)
         v = rbm.visible.sample(base_rows, generator)             # exact draws from each p_A
         log_w = _anneal(rbm, v, schedule.tolist(), base_rows, generator, False,
                         (rows(visible_bias), rows(hidden_bias))).reshape(n, n_chains)
-        log_z_base = (rbm.visible.log_partition(base.detach().double())
-                      + rbm.hidden.log_partition(torch.zeros(n, rbm.hidden.dim, dtype=torch.float64,
-                                                             device=base.device), 0.0))
+        log_z_base = _base_log_partitions(rbm, base)
     return log_z_base + torch.logsumexp(log_w, 1) - math.log(n_chains), log_w
+
+
+def raise_many(rbm: RBM, visible: Tensor, visible_bias: Tensor, hidden_bias: Tensor, *, n_chains: int = 1,
+               betas: int | Tensor | None = None, base_bias: Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """RAISE (Burda, Grosse & Salakhutdinov 2015), the conservative side of :func:`ais_many`: for
+    R RBMs that share ``rbm``'s weights (biases as in :func:`ais_many`) and one observed row
+    ``visible[r]`` (R × V) each, ``n_chains`` reverse chains start at v_r and anneal β: 1 → 0.
+
+    The annealing model q draws x_0 ~ p_A and then one Gibbs sweep T_k at each β_1, …, β_K; its
+    probability of v is q(v) = E[q̂] with q̂ = f_B(v) w / Z_A, where the chain first moves by
+    T_K from v, then by T_{K−1}, …, and w = Π_k f_{β_{k−1}}(x) / f_{β_k}(x) along it (each T_k is
+    reversible for p_{β_k}, so it is its own reversal).  Returns (log Ẑ_r, shape (R,), float64;
+    the log-weights, shape (R, n_chains)) with log Ẑ_r = log Z_A,r − log mean_m w_rm, so that
+    −F_r(v_r) − log Ẑ_r = log mean q̂: by Jensen's inequality its expectation is ≤ log q(v_r),
+    and q → p_r as the schedule lengthens — a log-likelihood estimate that errs low where
+    forward AIS errs high.
+    """
+    base, schedule, rows = _many_setup("raise_many", rbm, visible_bias, hidden_bias, n_chains, betas, base_bias)
+    if visible.shape != visible_bias.shape:
+        raise ConfigurationError(f"raise_many needs one observed row per RBM, shape {tuple(visible_bias.shape)}, "
+                                 f"got {tuple(visible.shape)}")
+    n = visible_bias.shape[0]
+    with torch.no_grad():
+        target = (rows(visible_bias), rows(hidden_bias))
+        v = rows(visible).to(rbm.weight.dtype)
+        h = rbm.hidden.sample(torch.addmm(target[1], rbm.visible.statistic(v), rbm.weight), generator)
+        v = rbm.visible.sample(torch.addmm(target[0], rbm.hidden.statistic(h), rbm.weight.t()), generator)  # T_K
+        log_w = _anneal(rbm, v, schedule.flip(0).tolist(), rows(base), generator, False, target).reshape(n, n_chains)
+        log_z_base = _base_log_partitions(rbm, base)
+    return log_z_base - torch.logsumexp(log_w, 1) + math.log(n_chains), log_w
 
 
 def reverse_ais(rbm: RBM, data: Tensor | np.ndarray, *, n_chains: int = 100,
@@ -502,5 +547,5 @@ def log_likelihood(rbm: RBM, data: Tensor | np.ndarray, result: AISResult,
                               high=-mean_free - result.log_z_low)
 
 
-__all__ = ["AISResult", "LikelihoodEstimate", "ais", "reverse_ais", "log_likelihood",
+__all__ = ["AISResult", "LikelihoodEstimate", "ais", "ais_many", "raise_many", "reverse_ais", "log_likelihood",
            "default_betas", "base_visible_bias", "base_log_partition", "DEFAULT_N_BETAS"]

@@ -13,6 +13,12 @@ times too wide — and give −∞ as soon as one step has mean − 3 se ≤ 0, 
 dominant weight among a few chains does.)  Forward AIS under-estimates log Z in expectation
 (Jensen), so a short schedule makes the NLL optimistic beyond this interval.
 
+The other side: with ``raise_chains`` > 0, RAISE (:func:`boltzkit.evaluation.ais.raise_many`)
+also starts that many reverse chains at each observed frame v_t and anneals β: 1 → 0 on the same
+schedule, giving ``nll_raise`` = −(1/N) Σ log q̂_t(v_t), whose expectation is ≥ the NLL of the
+annealing model q (Jensen), q → p as the schedule lengthens: forward AIS errs low in NLL, RAISE
+high, and the true NLL lies between them up to their standard errors and q's distance from p.
+
 Frame accuracy (Bay et al. 2009) = TP / (TP + FP + FN) summed over frames, the predicted frame
 being E[v_t | v_<t] > 0.5, E estimated by the mean of E[v | h] over ``predict_steps`` Gibbs
 sweeps of the step's RBM started at v_{t−1}.
@@ -27,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ...evaluation import exact
-from ...evaluation.ais import ais_many
+from ...evaluation.ais import ais_many, raise_many
 from ...validation import check_int
 from .batches import SequenceBatches
 from .rnn_rbm import RecurrentRBM
@@ -51,20 +57,25 @@ def log_mean_variance(log_weights: Tensor) -> float:
 @torch.no_grad()
 def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bits: int = 20,
                            ais_chains: int = 32, ais_betas: int = 1000, predict_steps: int = 20,
-                           seed: int = 0, batch_size: int = 32, nll: bool = True) -> dict[str, Any]:
+                           seed: int = 0, batch_size: int = 32, nll: bool = True,
+                           raise_chains: int = 0) -> dict[str, Any]:
     """``nll_per_step``, ``frame_accuracy``, ``frames``, ``log_z`` ("exact" or "ais") and, with
-    AIS, ``nll_se`` and the interval ``nll_low`` / ``nll_high`` = NLL ∓ 3 ``nll_se`` (module docstring).
+    AIS, ``nll_se`` and the interval ``nll_low`` / ``nll_high`` = NLL ∓ 3 ``nll_se`` (module docstring);
+    with ``raise_chains`` > 0 also ``nll_raise`` and ``nll_raise_se``, the conservative side.
     ``nll=False`` skips the log-likelihood (no log Z: seconds instead of minutes on long test
     sets) and returns ``frame_accuracy`` and ``frames`` only, the same accuracy (the predictions
     and AIS draw from separate generators, seeded ``seed`` and ``seed + 1``)."""
     check_int("predict_steps", predict_steps, least=1)
+    check_int("raise_chains", raise_chains, least=0)
     w = model.rbm.weight
     data = data.to(w.device, w.dtype)
     generator = torch.Generator(w.device).manual_seed(seed)  # the frame predictions' draws
     ais_generator = torch.Generator(w.device).manual_seed(seed + 1)  # AIS's own: nll=False predicts alike
+    raise_generator = torch.Generator(w.device).manual_seed(seed + 2)
     probe = model.step_rbm(model.rbm.visible.bias, model.rbm.hidden.bias)
     use_exact = exact.is_tractable(probe, max_bits)
     total, variance, frames, tp, fp, fn = 0.0, 0.0, 0, 0.0, 0.0, 0.0
+    total_raise, variance_raise = 0.0, 0.0
     for batch in data.chunks(batch_size):
         values, mask = batch.values, batch.mask
         b, c = model.biases(values)
@@ -95,7 +106,13 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
                                         generator=ais_generator)
                 total += float(log_z.sum())
                 variance += sum(log_mean_variance(row) for row in log_w)
-        total += float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
+                if raise_chains:
+                    log_z, log_w = raise_many(template, vv[block], vb[block], vc[block], n_chains=raise_chains,
+                                              betas=ais_betas, generator=raise_generator)
+                    total_raise += float(log_z.sum())
+                    variance_raise += sum(log_mean_variance(row) for row in log_w)
+        free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
+        total, total_raise = total + free, total_raise + free
     accuracy = {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
     if not nll:
         return accuracy
@@ -104,4 +121,6 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         half = N_STANDARD_ERRORS * math.sqrt(variance) / frames
         out["nll_se"] = math.sqrt(variance) / frames
         out["nll_low"], out["nll_high"] = out["nll_per_step"] - half, out["nll_per_step"] + half
+        if raise_chains:
+            out["nll_raise"], out["nll_raise_se"] = total_raise / frames, math.sqrt(variance_raise) / frames
     return out
