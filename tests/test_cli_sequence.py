@@ -186,6 +186,12 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     assert both["nll_per_step"] == result["nll_per_step"]          # the forward run is unchanged
     low, high = both["nll_raise_interval"]
     assert low < both["nll_raise"] < high
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--lower-bound"]) == 0
+    exact = json.loads(capsys.readouterr().out)                    # 6 hidden units: log Z_t exact
+    assert exact["log_z"] == "exact" and exact["nll_lower_bound"] < exact["nll_per_step"]
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--lower-bound",
+                 "--accuracy-only"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll_lower_bound"] == exact["nll_lower_bound"]
     assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--raise-chains", "-1"]) == 2
     assert "--raise-chains" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ import torch
 
 from boltzkit.data.music import (
     check_piano_rolls,
+    distinct_frames,
     load_music,
     load_split,
     midi_to_piano_roll,
@@ -185,3 +186,14 @@ def test_next_step_rnn_beats_the_marginal_baseline_on_jsb(shared_data):
     best = min(h["valid_loss"] for h in trainer.history)
     assert best < baseline - 0.5
     assert math.isclose(evaluate_sequences(model, valid)["nll_per_step"], best, rel_tol=1e-6)
+
+
+def test_distinct_frames_are_the_unique_rows_in_every_key():
+    a = np.zeros((3, 88), np.float32)
+    a[0, 40] = a[2, 40] = 1
+    a[1, [40, 44]] = 1                                            # frames: {40}, {40, 44}, {40}
+    assert distinct_frames([a]).shape == (2, 88)
+    shifted = distinct_frames([a, a.copy()], 1)             # the same frames at −1, 0, +1
+    assert shifted.shape == (6, 88) and shifted.dtype == np.float32
+    assert {tuple(np.flatnonzero(f)) for f in shifted} == {(39,), (40,), (41,), (39, 43), (40, 44), (41, 45)}
+    assert distinct_frames([]).shape == (0, 88)

@@ -177,6 +177,22 @@ def test_raise_is_the_conservative_side_of_the_bracket():
     assert "nll_raise" not in evaluate_recurrent_rbm(model, seqs, max_bits=1, ais_chains=2, ais_betas=5)
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_candidate_lower_bound_is_exact_on_every_frame_and_below_on_a_subset(name):
+    """Summing each step's Z_t over all 2^4 frames is exact enumeration; over a subset it must stay
+    below the exact NLL (Z_t ≥ the partial sum), by more the fewer frames it keeps."""
+    model = MODELS[name]()
+    seqs = SequenceBatches([data(1, 5, 0)[0], data(1, 3, 1)[0]])
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    truth = evaluate_recurrent_rbm(model, seqs)["nll_per_step"]
+    assert evaluate_recurrent_rbm(model, seqs, candidates=every)["nll_lower_bound"] == pytest.approx(truth, abs=1e-9)
+    half = evaluate_recurrent_rbm(model, seqs, candidates=every[::2])["nll_lower_bound"]
+    quarter = evaluate_recurrent_rbm(model, seqs, candidates=every[::4])["nll_lower_bound"]
+    assert quarter < half < truth - 1e-6
+    alone = evaluate_recurrent_rbm(model, seqs, candidates=every[::2], nll=False)   # no log Z, same bound
+    assert alone["nll_lower_bound"] == half and "nll_per_step" not in alone
+
+
 def test_ais_interval_is_finite_and_its_standard_error_matches_the_spread_over_seeds():
     """With 3 chains and 5 β most frames have mean(w) − 3 se(w) ≤ 0: adding the per-frame intervals
     gave a lower end of −inf.  The interval is NLL ± 3σ with σ² = Σ_t (se_t/mean_t)² / N² (independent

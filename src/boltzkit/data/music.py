@@ -279,3 +279,13 @@ def transposed(rolls: list[np.ndarray], semitones: int) -> list[np.ndarray]:
         sounding = np.flatnonzero(roll.any(axis=0))
         ranges.append((-sounding[0], roll.shape[1] - 1 - sounding[-1]) if sounding.size else (-np.inf, np.inf))
     return [np.roll(roll, s, axis=1) for s in shifts for roll, (down, up) in zip(rolls, ranges) if down <= s <= up]
+
+
+def distinct_frames(rolls: list[np.ndarray], semitones: int = 0) -> np.ndarray:
+    """The distinct frames (rows) of ``rolls`` and of their :func:`transposed` copies up to
+    ``semitones``, as one (S, keys) float32 array: candidate frames for the certain lower bound
+    on an RNN-RBM's NLL (:func:`boltzkit.models.sequence.candidate_log_partition`)."""
+    shifted = transposed(rolls, semitones)
+    if not shifted:
+        return np.zeros((0, N_NOTES), np.float32)
+    return np.unique(np.concatenate(shifted).astype(np.uint8), axis=0).astype(np.float32)

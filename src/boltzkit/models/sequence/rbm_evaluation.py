@@ -18,6 +18,8 @@ also starts that many reverse chains at each observed frame v_t and anneals β: 
 schedule, giving ``nll_raise`` = −(1/N) Σ log q̂_t(v_t), whose expectation is ≥ the NLL of the
 annealing model q (Jensen), q → p as the schedule lengthens: forward AIS errs low in NLL, RAISE
 high, and the true NLL lies between them up to their standard errors and q's distance from p.
+With ``candidates`` (e.g. every distinct frame of the data), ``nll_lower_bound`` sums each step's
+Z_t over those frames only: a bound without sampling error that forward AIS must not undercut.
 
 Frame accuracy (Bay et al. 2009) = TP / (TP + FP + FN) summed over frames, the predicted frame
 being E[v_t | v_<t] > 0.5, E estimated by the mean of E[v | h] over ``predict_steps`` Gibbs
@@ -55,16 +57,37 @@ def log_mean_variance(log_weights: Tensor) -> float:
 
 
 @torch.no_grad()
+def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
+                            block: int = 16) -> Tensor:
+    """log Σ_{s ∈ S} exp(−F_t(s)) for each row of (b_t, c_t), float64: the step partition functions
+    summed over the candidate frames S only (rows of ``candidates``).  Z_t ≥ Σ_S exp(−F_t), so this
+    is a *certain* lower bound on each log Z_t (no sampling), and F_t(v_t) + it a certain lower
+    bound on −log p(v_t | v_<t); it is tight when the steps put their mass on S (music whose frames
+    recur: 98.5 % of Nottingham's test frames occur among its 1,252 distinct training frames)."""
+    candidates = candidates.to(b_t.device, b_t.dtype)
+    field = model.rbm.visible.statistic(candidates) @ model.rbm.weight          # (S, H), once
+    parts = []
+    for start in range(0, b_t.shape[0], block):
+        b, c = b_t[start:start + block], c_t[start:start + block]
+        log_f = b @ candidates.t() + model.rbm.hidden.log_partition(field + c.unsqueeze(1))   # (rows, S)
+        parts.append(torch.logsumexp(log_f.double(), 1))
+    return torch.cat(parts) if parts else b_t.new_zeros(0, dtype=torch.float64)
+
+
+@torch.no_grad()
 def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bits: int = 20,
                            ais_chains: int = 32, ais_betas: int = 1000, predict_steps: int = 20,
                            seed: int = 0, batch_size: int = 32, nll: bool = True,
-                           raise_chains: int = 0) -> dict[str, Any]:
+                           raise_chains: int = 0, candidates: Tensor | None = None) -> dict[str, Any]:
     """``nll_per_step``, ``frame_accuracy``, ``frames``, ``log_z`` ("exact" or "ais") and, with
     AIS, ``nll_se`` and the interval ``nll_low`` / ``nll_high`` = NLL ∓ 3 ``nll_se`` (module docstring);
-    with ``raise_chains`` > 0 also ``nll_raise`` and ``nll_raise_se``, the conservative side.
+    with ``raise_chains`` > 0 also ``nll_raise`` and ``nll_raise_se``, the conservative side; with
+    ``candidates`` (frames, rows of an (S, D) tensor) also ``nll_lower_bound``, a certain lower
+    bound on the NLL from :func:`candidate_log_partition`.
     ``nll=False`` skips the log-likelihood (no log Z: seconds instead of minutes on long test
-    sets) and returns ``frame_accuracy`` and ``frames`` only, the same accuracy (the predictions
-    and AIS draw from separate generators, seeded ``seed`` and ``seed + 1``)."""
+    sets) and returns ``frame_accuracy`` and ``frames`` only (and ``nll_lower_bound`` with
+    ``candidates``), the same accuracy (the predictions and AIS draw from separate generators,
+    seeded ``seed`` and ``seed + 1``)."""
     check_int("predict_steps", predict_steps, least=1)
     check_int("raise_chains", raise_chains, least=0)
     w = model.rbm.weight
@@ -75,7 +98,7 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
     probe = model.step_rbm(model.rbm.visible.bias, model.rbm.hidden.bias)
     use_exact = exact.is_tractable(probe, max_bits)
     total, variance, frames, tp, fp, fn = 0.0, 0.0, 0, 0.0, 0.0, 0.0
-    total_raise, variance_raise = 0.0, 0.0
+    total_raise, variance_raise, total_bound = 0.0, 0.0, 0.0
     for batch in data.chunks(batch_size):
         values, mask = batch.values, batch.mask
         b, c = model.biases(values)
@@ -94,6 +117,9 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         fp += float((guess & ~truth).sum())
         fn += float((~guess & truth).sum())
         frames += int(vb.shape[0])
+        free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
+        if candidates is not None:
+            total_bound += free + float(candidate_log_partition(model, candidates, vb, vc).sum())
         if not nll:
             continue
         if use_exact:
@@ -111,9 +137,10 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
                                               betas=ais_betas, generator=raise_generator)
                     total_raise += float(log_z.sum())
                     variance_raise += sum(log_mean_variance(row) for row in log_w)
-        free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
         total, total_raise = total + free, total_raise + free
-    accuracy = {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
+    accuracy: dict[str, Any] = {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
+    if candidates is not None:
+        accuracy["nll_lower_bound"] = total_bound / frames
     if not nll:
         return accuracy
     out: dict[str, Any] = {"nll_per_step": total / frames, **accuracy, "log_z": "exact" if use_exact else "ais"}
