@@ -275,6 +275,16 @@ def test_unsupported_unit_types_raise():
         ais(RBM(5, 3, hidden="relu"), betas=5)
 
 
+def rbm_with_biases(n_visible: int, n_hidden: int, seed: int, scale: float, vb: torch.Tensor,
+                    hb: torch.Tensor) -> RBM:
+    """``random_rbm(n_visible, n_hidden, scale, seed)`` with its biases replaced by ``vb`` and ``hb``."""
+    rbm = random_rbm(n_visible, n_hidden, scale=scale, seed=seed)
+    with torch.no_grad():
+        rbm.visible.bias.copy_(vb)
+        rbm.hidden.bias.copy_(hb)
+    return rbm
+
+
 def test_ais_many_matches_exact_for_rbms_that_share_weights_but_not_biases():
     """One batch of chains for R RBMs with their own biases (the steps of an RNN-RBM): each
     log Ẑ_r within 5 delta-method standard errors of exact enumeration, per-row bases too."""
@@ -286,11 +296,7 @@ def test_ais_many_matches_exact_for_rbms_that_share_weights_but_not_biases():
                             generator=torch.Generator().manual_seed(1))
     assert log_z.shape == (5,) and log_w.shape == (5, 300) and log_z.dtype == torch.float64
     for r in range(5):
-        step = random_rbm(12, 8, scale=1.0, seed=4)
-        with torch.no_grad():
-            step.visible.bias.copy_(vb[r])
-            step.hidden.bias.copy_(hb[r])
-        truth = exact.log_partition(step)
+        truth = exact.log_partition(rbm_with_biases(12, 8, 4, 1.0, vb[r], hb[r]))
         assert abs(float(log_z[r]) - truth) <= max(5 * se_of_log_mean(log_w[r]), 1e-9), r
     with pytest.raises(ConfigurationError, match="ais_many needs biases"):
         ais_many(rbm, vb[:, :5], hb)
@@ -328,10 +334,8 @@ def test_raise_many_is_unbiased_for_its_annealing_model():
                               generator=torch.Generator().manual_seed(3))
     assert log_z.shape == (2,) and log_w.shape == (2, 40_000)
     for r in range(2):
-        step = random_rbm(4, 3, scale=2.0, seed=7)
+        step = rbm_with_biases(4, 3, 7, 2.0, vb[r], hb[r])
         with torch.no_grad():
-            step.visible.bias.copy_(vb[r])
-            step.hidden.bias.copy_(hb[r])
             log_f = float(-step.free_energy(v[r:r + 1])[0])
         q_hat = math.exp(log_f - float(log_z[r]))                   # the mean of the chains' q̂
         se = q_hat * se_of_log_mean(log_w[r])
@@ -353,11 +357,7 @@ def test_raise_many_approaches_exact_log_probability_from_below():
     log_z, log_w = raise_many(rbm, v, vb, hb, n_chains=200, betas=1000, base_bias=vb * 0.5,
                               generator=torch.Generator().manual_seed(1))
     for r in range(4):
-        step = random_rbm(10, 6, scale=1.0, seed=5)
-        with torch.no_grad():
-            step.visible.bias.copy_(vb[r])
-            step.hidden.bias.copy_(hb[r])
-        truth = exact.log_partition(step)
+        truth = exact.log_partition(rbm_with_biases(10, 6, 5, 1.0, vb[r], hb[r]))
         assert abs(float(log_z[r]) - truth) <= max(5 * se_of_log_mean(log_w[r]), 0.02), (r, float(log_z[r]), truth)
     with pytest.raises(ConfigurationError, match="one observed row per RBM"):
         raise_many(rbm, v[:, :5], vb, hb)
