@@ -190,11 +190,14 @@ def base_log_partition(rbm: RBM, base_bias: Tensor) -> float:
     The hidden term is taken at β = 0, where the path's hidden units no longer see v; for
     linear hidden units it equals A's hidden layer with c_A = 0 (log 2 per binary unit).
     """
+    return float(base_log_partitions(rbm, base_bias.reshape(1, -1))[0])
+
+
+def base_log_partitions(rbm: RBM, base_bias: Tensor) -> Tensor:
+    """:func:`base_log_partition` for each row of ``base_bias`` (R × V), float64, shape (R,)."""
     with torch.no_grad():
-        visible = rbm.visible.log_partition(base_bias.to(torch.float64).reshape(1, -1))
-        hidden = rbm.hidden.log_partition(torch.zeros(1, rbm.hidden.dim, dtype=torch.float64,
-                                                      device=base_bias.device), 0.0)
-    return float(visible[0] + hidden[0])
+        zeros = torch.zeros(base_bias.shape[0], rbm.hidden.dim, dtype=torch.float64, device=base_bias.device)
+        return rbm.visible.log_partition(base_bias.detach().double()) + rbm.hidden.log_partition(zeros, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,12 +397,6 @@ def ais(rbm: RBM, data: Tensor | np.ndarray | None = None, *, n_chains: int = 10
                      direction="forward")
 
 
-def _base_log_partitions(rbm: RBM, base_bias: Tensor) -> Tensor:
-    """Exact log Z_A per row of ``base_bias`` (R × V), float64, as :func:`base_log_partition`."""
-    zeros = torch.zeros(base_bias.shape[0], rbm.hidden.dim, dtype=torch.float64, device=base_bias.device)
-    return rbm.visible.log_partition(base_bias.detach().double()) + rbm.hidden.log_partition(zeros, 0.0)
-
-
 def _many_setup(name: str, rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, n_chains: int,
                 betas: int | Tensor | None, base_bias: Tensor | None
                 ) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
@@ -438,7 +435,7 @@ def ais_many(rbm: RBM, visible_bias: Tensor, hidden_bias: Tensor, *, n_chains: i
         v = rbm.visible.sample(base_rows, generator)             # exact draws from each p_A
         log_w = _anneal(rbm, v, schedule.tolist(), base_rows, generator, False,
                         (rows(visible_bias), rows(hidden_bias))).reshape(n, n_chains)
-        log_z_base = _base_log_partitions(rbm, base)
+        log_z_base = base_log_partitions(rbm, base)
     return log_z_base + torch.logsumexp(log_w, 1) - math.log(n_chains), log_w
 
 
@@ -464,12 +461,10 @@ def raise_many(rbm: RBM, visible: Tensor, visible_bias: Tensor, hidden_bias: Ten
                                  f"got {tuple(visible.shape)}")
     n = visible_bias.shape[0]
     with torch.no_grad():
-        target = (rows(visible_bias), rows(hidden_bias))
-        v = rows(visible).to(rbm.weight.dtype)
-        h = rbm.hidden.sample(torch.addmm(target[1], rbm.visible.statistic(v), rbm.weight), generator)
-        v = rbm.visible.sample(torch.addmm(target[0], rbm.hidden.statistic(h), rbm.weight.t()), generator)  # T_K
-        log_w = _anneal(rbm, v, schedule.flip(0).tolist(), rows(base), generator, False, target).reshape(n, n_chains)
-        log_z_base = _base_log_partitions(rbm, base)
+        # β_K = 1 twice: the first step adds log f_1 − log f_1 = 0 and makes the first move, T_K
+        log_w = _anneal(rbm, rows(visible).to(rbm.weight.dtype), [1.0, *schedule.flip(0).tolist()], rows(base),
+                        generator, False, (rows(visible_bias), rows(hidden_bias))).reshape(n, n_chains)
+        log_z_base = base_log_partitions(rbm, base)
     return log_z_base - torch.logsumexp(log_w, 1) + math.log(n_chains), log_w
 
 
@@ -548,4 +543,4 @@ def log_likelihood(rbm: RBM, data: Tensor | np.ndarray, result: AISResult,
 
 
 __all__ = ["AISResult", "LikelihoodEstimate", "ais", "ais_many", "raise_many", "reverse_ais", "log_likelihood",
-           "default_betas", "base_visible_bias", "base_log_partition", "DEFAULT_N_BETAS"]
+           "default_betas", "base_visible_bias", "base_log_partition", "base_log_partitions", "DEFAULT_N_BETAS"]

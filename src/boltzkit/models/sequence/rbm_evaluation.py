@@ -117,6 +117,8 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         fp += float((guess & ~truth).sum())
         fn += float((~guess & truth).sum())
         frames += int(vb.shape[0])
+        if not nll and candidates is None:
+            continue
         free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
         if candidates is not None:
             total_bound += free + float(candidate_log_partition(model, candidates, vb, vc).sum())
