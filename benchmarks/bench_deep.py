@@ -60,15 +60,45 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def grey_originals(binary: np.ndarray, chunk: int = 5000) -> tuple[np.ndarray, dict]:
+    """The grey-level MNIST training image behind each fixed binary digit.
+
+    The binarised set is one Bernoulli draw of every MNIST training image, shuffled: each
+    binary row is matched to the grey image p that gives it the highest likelihood
+    Σ v log p + (1 − v) log(1 − p) (p clipped to [10⁻⁴, 1 − 10⁻⁴]).  Returns the images
+    (float32 in [0, 1]) and the match's statistics (the margin to the second-best image).
+    """
+    grey = torch.from_numpy(idx(DATA / "mnist" / "train-images-idx3-ubyte.gz", 16).reshape(-1, 784)
+                            .astype(np.float32) / 255.0)
+    clipped = grey.clamp(1e-4, 1 - 1e-4)
+    log_on, log_off = clipped.log().t().contiguous(), torch.log1p(-clipped).t().contiguous()
+    gain, base = log_on - log_off, log_off.sum(0)
+    best, margin = [], []
+    for start in range(0, binary.shape[0], chunk):
+        scores = torch.from_numpy(binary[start:start + chunk]) @ gain + base
+        top = scores.topk(2, dim=1)
+        best.append(top.indices[:, 0])
+        margin.append(top.values[:, 0] - top.values[:, 1])
+    rows, gaps = torch.cat(best), torch.cat(margin)
+    stats = {"distinct_images": int(rows.unique().numel()), "rows": int(rows.numel()),
+             "median_margin_nats": float(gaps.median()), "min_margin_nats": float(gaps.min())}
+    return grey[rows].numpy(), stats
+
+
 def density(a: argparse.Namespace, results: dict) -> None:
-    train = torch.from_numpy(load_mat(DATA / "binarized-mnist" / "binarized_mnist_train.mat").astype(np.float32))
+    train_np = load_mat(DATA / "binarized-mnist" / "binarized_mnist_train.mat").astype(np.float32)
     test = torch.from_numpy(load_mat(DATA / "binarized-mnist" / "binarized_mnist_test.mat").astype(np.float32))
-    train = train[:a.train_rows] if a.train_rows else train
+    train_np = train_np[:a.train_rows] if a.train_rows else train_np
     if a.with_valid:  # the DBM paper trained on all 60,000 MNIST training digits
         valid = load_mat(DATA / "binarized-mnist" / "binarized_mnist_valid.mat").astype(np.float32)
-        train = torch.cat([train, torch.from_numpy(valid)])
+        train_np = np.concatenate([train_np, valid])
+    if a.resample:  # the same digits as grey levels, drawn afresh in every batch (TrainingConfig.sample_data)
+        train_np, results["grey_match"] = grey_originals(train_np)
+        print(f"grey originals: {results['grey_match']}", flush=True)
+    train = torch.from_numpy(train_np)
     hidden = [int(n) for n in a.hidden.split(",")]
-    cfg = TrainingConfig(epochs=a.rbm_epochs, batch_size=100, lr=0.05, centered=True, seed=0, precision=a.precision)
+    cfg = TrainingConfig(epochs=a.rbm_epochs, batch_size=100, lr=0.05, centered=True, seed=0, precision=a.precision,
+                         sample_data=a.resample)
 
     if "dbn" in a.models:
         dbn = DBN([784, *hidden], seed=0)
@@ -76,7 +106,8 @@ def density(a: argparse.Namespace, results: dict) -> None:
         forward, s_f = timed(deep.evaluate, dbn, test, "ais", a.chains, a.betas, 0, a.samples)
         reverse, s_r = timed(deep.evaluate, dbn, test, "raise", a.chains, a.betas, 1, a.samples)
         results["dbn"] = {"sizes": dbn.sizes, "train_seconds": seconds, "epochs_per_layer": a.rbm_epochs,
-                          "propagate": a.dbn_propagate, "precision": a.precision, "ais": forward,
+                          "propagate": a.dbn_propagate, "precision": a.precision, "resample": a.resample,
+                          "ais": forward,
                           "reverse_ais": reverse, "ais_seconds": s_f + s_r}
         print(f"DBN {dbn.sizes}: bound {forward['log_likelihood']:.2f} nats "
               f"[{forward['log_likelihood_interval'][0]:.2f}, {forward['log_likelihood_interval'][1]:.2f}]; "
@@ -94,14 +125,17 @@ def density(a: argparse.Namespace, results: dict) -> None:
             dbm = DBM(784, hidden, mean_field_steps=a.mean_field_steps, seed=0)
             _, pre_seconds = timed(dbm.pretrain, train, TrainingConfig(epochs=a.pretrain_epochs, batch_size=100,
                                                                        lr=0.05, centered=True, seed=0,
-                                                                       precision=a.precision))
+                                                                       precision=a.precision,
+                                                                       sample_data=a.resample),
+                                   progress=a.progress)
         from boltzkit.training import Trainer
         trainer = Trainer(dbm, TrainingConfig(epochs=a.dbm_epochs, batch_size=100, lr=a.dbm_lr, centered=True,
                                               seed=0, init_visible_bias=False, k=a.dbm_k,
                                               momentum=a.dbm_momentum, initial_momentum=0.5,
                                               weight_decay=a.dbm_weight_decay,
                                               momentum_epochs=5 if a.dbm_momentum != 0.5 else 0,
-                                              precision=a.precision))
+                                              precision=a.precision, sample_data=a.resample),
+                          progress=a.progress)
         _, seconds = timed(trainer.fit, train)
         if a.save:  # the command line's checkpoint of a run, resumable with train --resume
             from boltzkit.cli.common import save_run
@@ -114,7 +148,7 @@ def density(a: argparse.Namespace, results: dict) -> None:
                           "pcd_epochs": a.dbm_epochs,
                           "mean_field_steps": a.mean_field_steps, "lr": a.dbm_lr, "k": a.dbm_k,
                           "momentum": a.dbm_momentum, "weight_decay": a.dbm_weight_decay,
-                          "train_rows": train.shape[0],
+                          "train_rows": train.shape[0], "resample": a.resample,
                           "init_from": a.init_from, "precision": a.precision,
                           "ais": forward,
                           "reverse_ais": reverse, "ais_seconds": s_f + s_r}
@@ -213,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-valid", action="store_true",
                    help="train the DBN/DBM on the 50,000 training rows and the 10,000 validation rows (60,000 "
                         "as in the DBM paper; the test rows stay held out)")
+    p.add_argument("--resample", action="store_true",
+                   help="train the DBN/DBM on the grey-level originals of the same training digits, drawing a "
+                        "fresh binary sample of every batch (dynamic binarisation, TrainingConfig.sample_data; as "
+                        "in the DBM paper's code); the test digits stay the fixed binary ones")
+    p.add_argument("--progress", action="store_true", help="show the trainer's progress bars (on stderr)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="write the trained DBM (with its training state) to this checkpoint directory")
     p.add_argument("--out", default=None, help="write the results as JSON here")

@@ -28,6 +28,7 @@ from ..evaluation import ais, exact
 from ..evaluation import gradient_quality as gradcheck
 from ..evaluation import monitors as monitor
 from ..models import RBM
+from ..models.base import check_training_data
 from ..models.units import make_units
 from ..sampling import ParallelTempering, tempering_betas
 from ..training import (
@@ -41,6 +42,7 @@ from ..training import (
     independent_bernoulli_log_likelihood,
     make_estimator,
 )
+from ..training.batches import redraw
 from ..training.config import PRECISIONS
 from ..validation import check_choice
 from . import common
@@ -76,14 +78,22 @@ CHAIN_BLOCK = 10
 
 
 # -- inputs -------------------------------------------------------------------------------------
-def parse_binarize(value: str | None) -> str | float | None:
-    """``--binarize``: ``stochastic`` or a threshold strictly between 0 and 1 (pixels scaled first)."""
+def parse_binarize(value: str | None, training: bool = False) -> str | float | None:
+    """``--binarize``: ``stochastic`` or a threshold strictly between 0 and 1 (pixels scaled first);
+    when ``training``, also ``resample`` (grey levels, drawn afresh every batch: sample_data)."""
+    if value == "resample":
+        if not training:
+            raise ConfigurationError("--binarize resample draws new binary rows while an RBM, DBN or DBM trains; "
+                                     "here the rows must be fixed: use stochastic or a threshold")
+        return value
     if value is None or value == "stochastic":
         return value
     try:
         threshold = float(value)
     except ValueError:
-        raise ConfigurationError(f"--binarize must be a threshold in (0, 1) or 'stochastic', got {value!r}") from None
+        choices = "a threshold in (0, 1), 'stochastic' or 'resample'" if training else \
+            "a threshold in (0, 1) or 'stochastic'"
+        raise ConfigurationError(f"--binarize must be {choices}, got {value!r}") from None
     if not 0.0 < threshold < 1.0:
         raise ConfigurationError(f"--binarize threshold must lie in (0, 1) (pixels are scaled to [0, 1] first), "
                                  f"got {value}")
@@ -118,7 +128,9 @@ def load_data(path: str | None, key: str | None = None, binarize: str | float | 
             raise DataError(f"{flag}: {str(e).replace('key=', '--key ')}") from None
     if binarize is not None:
         x = datasets.scale_to_unit(x)
-        if binarize == "stochastic":
+        if binarize == "resample":  # grey levels in [0, 1]: the trainer draws the binary rows
+            pass
+        elif binarize == "stochastic":
             x = datasets.binarize(x, method="stochastic", seed=0)
         else:
             lo, hi = float(x.min()), float(x.max())
@@ -295,10 +307,27 @@ def flag_conflicts(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]
     return conflicts
 
 
+def fixed_rows(x: torch.Tensor, config: TrainingConfig) -> torch.Tensor:
+    """Rows to score: ``x`` as it is, or for ``--binarize resample`` (grey levels the trainer
+    draws afresh) one fixed binary draw of them, seeded by the run's seed."""
+    if not config.sample_data:
+        return x
+    return redraw(x, 1.0, torch.Generator(x.device).manual_seed(config.seed + 3))
+
+
+def resample_conflict(args: argparse.Namespace, saved: dict[str, Any]) -> list[str]:
+    """``--binarize`` typed with ``--resume`` that contradicts whether the run redraws its rows."""
+    typed = getattr(args, "binarize", None)
+    redraws = bool(saved.get("sample_data", False))
+    if typed is None or (typed == "resample") == redraws:
+        return []
+    return [f"--binarize {typed} (the run {'draws its rows afresh: resample' if redraws else 'has fixed rows'})"]
+
+
 def _resume_conflicts(args: argparse.Namespace, saved: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
     """Flags given with --resume whose value differs from the saved run's."""
     hidden = None if args.hidden is None else _layer_types(args.hidden)
-    return (flag_conflicts(args, saved)
+    return (flag_conflicts(args, saved) + resample_conflict(args, saved)
             + common.contradiction("--hidden", hidden, (model_config.get("n_hidden"), model_config.get("hidden")))
             + common.contradiction("--visible", args.visible, model_config.get("visible"))
             + common.contradiction("--dtype", args.dtype, model_config.get("dtype")))
@@ -317,7 +346,8 @@ def _new_config(args: argparse.Namespace) -> TrainingConfig:
                           n_chains=args.chains, seed=value("seed"), lr_schedule=value("lr_schedule"),
                           centered=bool(args.centered), replicas=value("replicas"),
                           sparsity_target=args.sparsity_target, sparsity_cost=value("sparsity_cost"),
-                          sparsity_decay=value("sparsity_decay"))
+                          sparsity_decay=value("sparsity_decay"),
+                          sample_data=getattr(args, "binarize", None) == "resample")
 
 
 def _memory_bytes(device: torch.device) -> int | None:
@@ -378,7 +408,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return train_deep(args)
     device = common.device(args.device)
     out = common.output_directory(args.out, "--out")
-    binarize = parse_binarize(args.binarize)
+    binarize = parse_binarize(args.binarize, training=True)
     if args.resume:
         rbm, resume_config, resume_tensors = common.resumable(args.resume, device, RBM)
         saved = dict(resume_config["training"])
@@ -389,6 +419,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.precision is not None:  # how the run computes, like --threads: may change on resume
             saved["precision"] = args.precision
         config = TrainingConfig.from_dict(saved)
+        binarize = "resample" if config.sample_data else binarize
         visible = rbm.visible.spec()
     else:
         visible = parse_visible(args.visible or "bernoulli")
@@ -397,6 +428,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _new_config(args)
     if binarize is not None and visible.startswith("softmax"):
         raise ConfigurationError("--binarize cannot be used with --visible softmax:K (the data are integer codes)")
+    if binarize == "resample" and visible != "bernoulli":
+        raise ConfigurationError(f"--binarize resample draws binary rows for bernoulli visible units, "
+                                 f"not --visible {visible}")
     x_raw = load_data(args.data, args.key, binarize)
     holdout = args.holdout if args.holdout is not None else (EMBEDDED_HOLDOUT if args.data is None else 0)
     if not 0 <= holdout < x_raw.shape[0]:
@@ -410,23 +444,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_run_sizes(args, config, rbm, x_raw.shape[0] - holdout)
     x_np, data_info = prepare_data(x_raw, visible, resume_config.get("standardise") if args.resume else None, name)
     x_all = torch.from_numpy(x_np).to(device, rbm.weight.dtype)
-    rbm.check_data(x_all, name)
+    check_training_data(rbm, x_all, config, name)
     held_out = None
     if holdout:
         order = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(config.seed + 2))
         held_out, x = x_all[order[:holdout].to(device)], x_all[order[holdout:].to(device)]
     else:
         x = x_all
-    monitored: dict[str, torch.Tensor] = {"": x[:MONITOR_ROWS]}
+    monitored: dict[str, torch.Tensor] = {"": fixed_rows(x[:MONITOR_ROWS], config)}
     descriptions = {"": f"first {min(MONITOR_ROWS, x.shape[0]):,} training rows"}
     if held_out is not None:
-        monitored["heldout_"] = held_out
+        monitored["heldout_"] = fixed_rows(held_out, config)
         source = "the embedded digits" if args.data is None else name
         descriptions["heldout_"] = f"{holdout:,} held-out rows of {source}"
     if args.valid:
         valid_np, _ = prepare_data(load_data(args.valid, args.key, binarize, flag="--valid"), visible,
                                    data_info.get("standardise"), f"--valid {args.valid}")
-        valid = torch.from_numpy(valid_np).to(device, rbm.weight.dtype)
+        valid = fixed_rows(torch.from_numpy(valid_np).to(device, rbm.weight.dtype), config)
         rbm.check_data(valid, f"--valid {args.valid}")
         monitored["valid_"] = valid
         descriptions["valid_"] = f"{valid.shape[0]:,} rows of --valid {args.valid}"
@@ -436,7 +470,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         and args.monitor_every is None  # exact, measured once after training
     floor = None
     if watched is not None and rbm.visible.kind == "bernoulli":
-        baseline = independent_bernoulli_log_likelihood(x)
+        baseline = independent_bernoulli_log_likelihood(fixed_rows(x, config))
         floor = baseline - 0.5 * abs(baseline)
         callbacks.append(LikelihoodGuard(watched, floor=floor))
     early = None
@@ -675,9 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="idx(.gz), .mat, .csv(.gz), .npy or .npz file (default: the embedded binarised "
                             "MNIST test digits)")
         p.add_argument("--key", help="array name inside a .mat/.npz file that holds several (default: X or data)")
-        p.add_argument("--binarize", metavar="THRESHOLD|stochastic",
+        p.add_argument("--binarize", metavar="THRESHOLD|stochastic|resample",
                        help="binarise the data after scaling pixels to [0, 1]: 1 where x > THRESHOLD, or "
-                            "stochastic Bernoulli(x) draws (default: off)")
+                            "stochastic Bernoulli(x) draws (one fixed draw); for train only, resample draws "
+                            "the rows afresh in every batch (dynamic binarisation; default: off)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when available)")
 
     t = sub.add_parser("train", formatter_class=HelpFormatter,

@@ -27,14 +27,15 @@ import torch
 
 from .. import checkpoint, plot
 from ..data import formats
-from ..errors import ConfigurationError, DataError, DivergenceError
+from ..errors import CheckpointError, ConfigurationError, DataError, DivergenceError
 from ..evaluation import deep
+from ..models.base import check_training_data
 from ..models.dbn import DBN, DBNNet
 from ..models.deep_boltzmann import DBM
 from ..models.units import make_units
 from ..training import Trainer, TrainingConfig, distributed
 from . import common
-from .core import _new_config, flag_conflicts, load_data, parse_binarize, save_run
+from .core import _new_config, flag_conflicts, load_data, parse_binarize, resample_conflict, save_run
 
 #: the model kinds of ``--model`` this module trains
 KINDS = ("dbn", "dbm")
@@ -153,7 +154,8 @@ def train_deep(args: argparse.Namespace) -> int:
     if resume and kind != "dbm":
         raise ConfigurationError("--resume continues a DBM run; a DBN is trained layer by layer in one go")
     x_np = load_data(getattr(args, "data", None), getattr(args, "key", None),
-                     parse_binarize(getattr(args, "binarize", None)))
+                     parse_binarize(getattr(args, "binarize", None), training=True)
+                     or _resumed_resample(resume))
     y = load_labels(labels_path, x_np.shape[0]) if labels_path else None
     progress = not getattr(args, "quiet", False)
     timer = _Timed()
@@ -164,7 +166,7 @@ def train_deep(args: argparse.Namespace) -> int:
         units = [visible] + [hidden_type] * len(sizes)
         dbn = DBN([x_np.shape[1], *sizes], units, seed=config.seed, dtype=dtype, device=device)
         x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, dtype)
-        dbn.check_data(x, f"--data {data_name}")
+        check_training_data(dbn, x, config, f"--data {data_name}")
         layer_config = TrainingConfig.from_dict({**config.to_dict(),
                                                  "epochs": int(_option(args, "pretrain_epochs", config.epochs))})
         if layer_config.epochs < 1:
@@ -192,7 +194,7 @@ def train_deep(args: argparse.Namespace) -> int:
             model, saved, state = common.resumable(resume, device, DBM)
             typed_hidden = ",".join(map(str, sizes)) if getattr(args, "hidden", None) is not None else None
             common.refuse_conflicts(
-                flag_conflicts(args, saved["training"])
+                flag_conflicts(args, saved["training"]) + resample_conflict(args, saved["training"])
                 + common.contradiction("--hidden", typed_hidden, ",".join(map(str, model.sizes[1:])))
                 + common.contradiction("--mean-field-steps", getattr(args, "mean_field_steps", None),
                                        model.mean_field_steps)
@@ -200,7 +202,7 @@ def train_deep(args: argparse.Namespace) -> int:
                                        str(model.weights[0].dtype).removeprefix("torch.")))
             config = TrainingConfig.from_dict({**saved["training"], "epochs": args.epochs})
             x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, model.weights[0].dtype)
-            model.check_data(x, f"--data {data_name}")
+            check_training_data(model, x, config, f"--data {data_name}")
             history: list[dict[str, Any]] = []
             extra = {k: saved[k] for k in ("training", "data", "pretraining") if k in saved}
             extra["training"] = config.to_dict()
@@ -209,7 +211,7 @@ def train_deep(args: argparse.Namespace) -> int:
             model = DBM(x_np.shape[1], sizes, mean_field_steps=int(_option(args, "mean_field_steps", 10)),
                         seed=config.seed, dtype=dtype, device=device)
             x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device, dtype)
-            model.check_data(x, f"--data {data_name}")
+            check_training_data(model, x, config, f"--data {data_name}")
             pre_epochs = int(_option(args, "pretrain_epochs", config.epochs))
             history = []
             pre_config = None
@@ -246,6 +248,17 @@ def train_deep(args: argparse.Namespace) -> int:
     print(f"wrote {out}/ ({what} {[x_np.shape[1], *sizes]}: model.safetensors, config.json, metrics.csv, PNGs) "
           f"in {timer}{extra_line}")
     return status
+
+
+def _resumed_resample(resume: str | None) -> str | None:
+    """``"resample"`` when the DBM run being resumed draws its rows afresh (its saved setting)."""
+    if not resume:
+        return None
+    try:
+        saved = checkpoint.read_config(resume)
+    except (CheckpointError, OSError):  # reported, with its reason, by common.resumable
+        return None
+    return "resample" if saved.get("training", {}).get("sample_data") else None
 
 
 def common_kind(args: argparse.Namespace) -> str:

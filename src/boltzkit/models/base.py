@@ -209,6 +209,17 @@ class LossModel(Model):
             raise DataError(f"{name} contains NaN or inf")
 
 
+def check_training_data(model: Any, x: Any, config: Any, name: str = "data") -> None:
+    """``model.check_data(x)``; for ``config.sample_data`` (rows of probabilities, drawn afresh
+    by the trainer) only the shape and finiteness: the trainer checks their range.  A list of
+    configs (one per layer of a stack) is judged by the first, which sees ``x``."""
+    first = config[0] if isinstance(config, (list, tuple)) and config else config
+    if getattr(first, "sample_data", False):
+        check_rows(x, name)
+    else:
+        model.check_data(x, name)
+
+
 def check_rows(x: Any, name: str = "data", width: int | None = None) -> None:
     """The checks every model does first: a 2-D tensor, rows, the right width, finite values."""
     if not isinstance(x, Tensor):

@@ -35,7 +35,7 @@ from ..errors import CheckpointError, ConfigurationError, DataError
 from ..training.batches import TensorBatches, as_tensor
 from ..training.config import TrainingConfig
 from ..validation import check_choice, check_int, parse_dtype
-from .base import LossModel, Model, check_rows
+from .base import LossModel, Model, check_rows, check_training_data
 from .rbm import RBM
 from .units import Units
 
@@ -194,7 +194,7 @@ class DBN(Model):
             callbacks: Callable[[int, RBM], list] | None = None) -> list[list[dict[str, float]]]:
         """Greedy layer-wise training (:func:`greedy_train`); returns each layer's history."""
         x = as_tensor(data)
-        self.check_data(x)
+        check_training_data(self, x, config)
         return greedy_train(list(self.rbms), x, config, propagate=propagate, progress=progress,
                             callbacks=callbacks)
 

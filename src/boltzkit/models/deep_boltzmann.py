@@ -49,7 +49,7 @@ from ..errors import CheckpointError, ConfigurationError, DataError
 from ..sampling.bits import bernoulli
 from ..sampling.state import ChainState
 from ..validation import check_float, check_int, is_integer, parse_dtype
-from .base import EnergyModel, check_rows
+from .base import EnergyModel, check_rows, check_training_data
 from .rbm import RBM
 from .units import Bernoulli, Beta, Units, _bits, _is_scaled, unit_count
 from .units import register as register_units
@@ -83,6 +83,7 @@ class Binomial(Units):
     def __init__(self, n: int, trials: int | str = 2) -> None:
         self.trials = k = unit_count("binomial", trials, "trials", least=1)
         super().__init__(n)
+        self.data_scale = float(k)  # N tied copies of one binary draw: N · Bernoulli(x / N)
         log_choose = [math.lgamma(k + 1) - math.lgamma(s + 1) - math.lgamma(k - s + 1) for s in range(k + 1)]
         self.register_buffer("log_choose", torch.tensor(log_choose), persistent=False)
 
@@ -561,7 +562,7 @@ class DBM(EnergyModel):
         :meth:`load_pretrained`.  Returns each RBM's training history."""
         from .dbn import greedy_train
 
-        self.check_data(data)
+        check_training_data(self, data, config)
         rbms = self.pretraining_rbms()
         histories = greedy_train(rbms, 2.0 * data, config, propagate=propagate, progress=progress,
                                  callbacks=callbacks)

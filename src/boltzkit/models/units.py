@@ -46,6 +46,9 @@ class Units(nn.Module):
     linear: bool = False
     #: True for types that can only be the hidden layer (e.g. relu)
     hidden_only: bool = False
+    #: s when the layer's data can be redrawn as s · Bernoulli(x / s) from probabilities x/s
+    #: (``TrainingConfig(sample_data=True)``, dynamic binarisation); None: it cannot
+    data_scale: float | None = None
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -130,6 +133,7 @@ class Bernoulli(Units):
     kind = "bernoulli"
     discrete = True
     linear = True
+    data_scale = 1.0
 
     def self_energy(self, x: Tensor) -> Tensor:
         return -(x @ self.bias)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from ..sampling.bits import bernoulli
 
 
 class Batch(NamedTuple):
@@ -102,6 +103,28 @@ class LoaderBatches:
             total = s if total is None else total + s
             rows += batch.values.shape[0]
         return None if total is None else total / max(rows, 1)
+
+
+def check_probabilities(x: Tensor, scale: float, name: str = "data") -> None:
+    """Raise :class:`DataError` unless every entry of ``x`` lies in [0, ``scale``]: the data of
+    ``TrainingConfig(sample_data=True)`` are ``scale`` times probabilities."""
+    low, high = (float(t) for t in torch.aminmax(x)) if x.numel() else (0.0, 0.0)
+    if not (0.0 <= low and high <= scale):  # also false for NaN
+        raise DataError(f"{name}: sample_data draws Bernoulli rows from probabilities, so the values must lie in "
+                        f"[0, {scale:g}], got [{low:g}, {high:g}]; scale them first (boltzkit.data.scale_to_unit)")
+
+
+def redraw(x: Tensor, scale: float, generator: torch.Generator | None = None) -> Tensor:
+    """s · Bernoulli(x / s): a fresh binary draw of rows given as probabilities (times s).
+
+    Dynamic binarisation: every pass over grey-level data sees another binary sample of it,
+    as in Salakhutdinov & Hinton's DBM code, instead of one fixed draw the model can over-fit.
+    s = 1 for Bernoulli units; s = N for N tied binary copies (binomial:N, the DBM's doubled
+    first pre-training layer), which keeps the copies equal.
+    """
+    if scale == 1.0:
+        return bernoulli(x, generator)
+    return bernoulli(x / scale, generator, inplace=True).mul_(scale)
 
 
 def as_tensor(x: Any, name: str = "data") -> Tensor:

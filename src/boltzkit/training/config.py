@@ -43,6 +43,9 @@ class TrainingConfig:
     max_weight: float = 1e4             #: |weight| above this counts as divergence
     threads: int | None = None          #: CPU threads for the updates; None: 1 for small models (threads.py)
     precision: str = "float32"          #: "float32", "tf32" or "bf16" (:data:`PRECISIONS`; float32 models only)
+    #: the data are probabilities p: every batch draws fresh binary rows v ~ Bernoulli(p)
+    #: (dynamic binarisation; bernoulli or binomial visible units, see batches.redraw)
+    sample_data: bool = False
 
     def __post_init__(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("k", 1), ("momentum_epochs", 0),
@@ -59,6 +62,8 @@ class TrainingConfig:
         check_float("fast_lr", self.fast_lr, 0.0, optional=True)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.sample_data, bool):
+            raise ConfigurationError(f"sample_data must be True or False, got {self.sample_data!r}")
         if not isinstance(self.method, str):
             raise ConfigurationError(f"method must be a string, got {self.method!r}")
         if self.sparsity_target is not None:

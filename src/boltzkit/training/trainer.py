@@ -39,9 +39,10 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigurationError, DivergenceError
+from ..models.base import check_rows
 from ..models.units import Units, all_finite
 from ..sampling import ChainState
-from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source
+from .batches import Batch, BatchSource, LoaderBatches, TensorBatches, batch_source, check_probabilities, redraw
 from .callbacks import Callback
 from .config import TrainingConfig
 from .distributed import RANK_PREFIX, DataParallel, local_training_state, rank_seed, split_ranks
@@ -438,8 +439,12 @@ class Trainer:
         cfg = self.config
         source = batch_source(data)
         shuffled = isinstance(source, BatchSource)
+        scale = self._data_scale()
         if shuffled:
-            source.check(self.model)
+            if scale is not None and isinstance(source, TensorBatches):
+                self._check_probabilities(source.values, scale, source.name)
+            else:
+                source.check(self.model)
             source = source.to(self.device, self.dtype)
             n = len(source)
             if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
@@ -504,10 +509,30 @@ class Trainer:
             bar.close()
         return self.history
 
+    def _data_scale(self) -> float | None:
+        """s of ``sample_data`` (the visible units' :attr:`~boltzkit.models.units.Units.data_scale`), or None."""
+        if not self.config.sample_data:
+            return None
+        visible = getattr(self.model, "visible", None)
+        scale = getattr(visible, "data_scale", None)
+        if scale is None:
+            has = f"{visible.kind} visible units" if isinstance(visible, Units) else "no visible units"
+            raise ConfigurationError(f"sample_data draws binary rows, so it needs bernoulli or binomial visible "
+                                     f"units; this {type(self.model).__name__} has {has}")
+        return float(scale)
+
+    def _check_probabilities(self, values: Tensor, scale: float, name: str) -> None:
+        check_rows(values, name, self.model.visible.dim)
+        check_probabilities(values, scale, name)
+
     def _checked(self, source: LoaderBatches) -> Iterable[Batch]:
         """A loader's batches, each checked against the model and moved to its device."""
+        scale = self._data_scale()
         for batch in source:
-            self.model.check_data(batch.values, source.name)
+            if scale is None:
+                self.model.check_data(batch.values, source.name)
+            else:
+                self._check_probabilities(batch.values, scale, source.name)
             yield Batch(batch.values.to(self.device, self.dtype), self._move(batch.mask), self._move(batch.context))
 
     def _move(self, t: Tensor | None) -> Tensor | None:
@@ -517,9 +542,11 @@ class Trainer:
                    check_every: int) -> None:
         """One pass over the batches: gradient step → optimizer → per-update scheduler."""
         per_update = self.scheduler is not None and not self._scheduler_per_epoch
+        scale = self._data_scale()
         for i, batch in enumerate(batches):
+            values = batch.values if scale is None else redraw(batch.values, scale, self.generator)
             try:
-                self.estimator.step(self.model, batch.values, self.generator, mask=batch.mask,
+                self.estimator.step(self.model, values, self.generator, mask=batch.mask,
                                     context=batch.context)
             except RuntimeError:  # e.g. NaN probabilities from diverged parameters
                 self._check(good, f"in epoch {epoch}, batch {i + 1}")
