@@ -481,9 +481,9 @@ class Trainer:
                     order, size = self.distributed.shard(order), self.distributed.local_batch(size)
                 epoch_batches: Iterable[Batch] = (source.batch(rows) for rows in order.split(size))
             else:
-                epoch_batches = self._checked(source)
+                epoch_batches = self._checked(source, scale)
             with torch_threads(threads), self._precision():
-                self._run_epoch(epoch_batches, epoch, good, bar, check_every)
+                self._run_epoch(epoch_batches, epoch, good, bar, check_every, scale)
             self._check(good, f"in epoch {epoch}")
             if self._scheduler_per_epoch:
                 self.scheduler.step()
@@ -525,9 +525,9 @@ class Trainer:
         check_rows(values, name, self.model.visible.dim)
         check_probabilities(values, scale, name)
 
-    def _checked(self, source: LoaderBatches) -> Iterable[Batch]:
-        """A loader's batches, each checked against the model and moved to its device."""
-        scale = self._data_scale()
+    def _checked(self, source: LoaderBatches, scale: float | None) -> Iterable[Batch]:
+        """A loader's batches, each checked against the model (or, with ``scale``, as
+        probabilities for :func:`redraw`) and moved to its device."""
         for batch in source:
             if scale is None:
                 self.model.check_data(batch.values, source.name)
@@ -539,10 +539,10 @@ class Trainer:
         return None if t is None else t.to(self.device, self.dtype)
 
     def _run_epoch(self, batches: Iterable[Batch], epoch: int, good: dict[str, Any], bar: Any,
-                   check_every: int) -> None:
-        """One pass over the batches: gradient step → optimizer → per-update scheduler."""
+                   check_every: int, scale: float | None = None) -> None:
+        """One pass over the batches: gradient step → optimizer → per-update scheduler; with
+        ``scale`` (``sample_data``) each batch is first redrawn as binary rows."""
         per_update = self.scheduler is not None and not self._scheduler_per_epoch
-        scale = self._data_scale()
         for i, batch in enumerate(batches):
             values = batch.values if scale is None else redraw(batch.values, scale, self.generator)
             try:
