@@ -250,7 +250,7 @@ def test_train_and_resume_a_dbm(tmp_path):
     # two epochs, then --resume to three: the same parameters bit for bit (constant schedule, so the
     # planned length does not change the learning rates)
     assert cli_deep.train_deep(parse(["train", *common, "--epochs", "2", "--out", str(half)])) == 0
-    resumed_args = parse(["train", "--model", "dbm", "--hidden", "6,4", "--data", str(tmp_path / "x.npy"),
+    resumed_args = parse(["train", "--model", "dbm", "--data", str(tmp_path / "x.npy"),  # sizes from the run
                           "--quiet", "--resume", str(half), "--epochs", "3", "--out", str(half)])
     assert cli_deep.train_deep(resumed_args) == 0
     resumed = checkpoint.load(half)

@@ -13,7 +13,7 @@ from boltzkit import RBM, Trainer, TrainingConfig, cli
 from boltzkit.errors import ConfigurationError, DataError
 from boltzkit.models.dbn import DBN
 from boltzkit.models.deep_boltzmann import DBM
-from boltzkit.training.batches import redraw
+from boltzkit.training.batches import Batch, BatchSource, redraw
 
 
 @pytest.mark.parametrize("scale", [1.0, 2.0])
@@ -210,3 +210,53 @@ def test_monitored_rows_are_one_fixed_binary_draw_under_resample():
     drawn = fixed_rows(grey, TrainingConfig(sample_data=True, seed=2))
     assert set(drawn.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(drawn, fixed_rows(grey, TrainingConfig(sample_data=True, seed=2)))
+
+
+class Rows(BatchSource):
+    """A custom source (not TensorBatches): the trainer cannot see its values at once."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def batch(self, rows: torch.Tensor) -> Batch:
+        return Batch(self.values.index_select(0, rows))
+
+
+def test_a_custom_source_is_checked_as_probabilities_before_training():
+    grey = torch.rand(50, 6, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=1, batch_size=10, sample_data=True))
+    seen = Recorder(trainer)
+    trainer.fit(Rows(grey))  # grey rows pass (no "0/1" refusal) and are drawn afresh
+    assert len(seen.rows) == 5 and set(torch.cat(seen.rows).unique().tolist()) == {0.0, 1.0}
+    bad = grey.clone()
+    bad[37, 2] = 1.5  # in the last block the trainer would reach
+    trainer = Trainer(RBM(6, 3, seed=0), TrainingConfig(epochs=1, batch_size=10, sample_data=True))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(DataError, match=r"\[0, 1\], got \[.*, 1.5\]"):
+        trainer.fit(Rows(bad))
+    assert trainer.epoch == 0 and all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("sparse_input", [False, True])
+def test_the_sklearn_bernoulli_rbm_draws_its_rows_afresh_with_sample_data(sparse_input):
+    pytest.importorskip("sklearn")
+    from scipy import sparse
+
+    from boltzkit.sklearn import BernoulliRBM
+
+    grey = np.random.default_rng(0).random((40, 8)) * (np.random.default_rng(1).random((40, 8)) < 0.5)
+    X = sparse.csr_matrix(grey) if sparse_input else grey
+    rows = {}
+    for flag in (False, True):
+        est = BernoulliRBM(4, n_iter=0, batch_size=20, random_state=0, sample_data=flag).fit(X)
+        seen = Recorder(est._trainer)
+        est.partial_fit(X)
+        rows[flag] = torch.cat(seen.rows)
+    assert not set(rows[False].unique().tolist()) <= {0.0, 1.0}  # scikit-learn's way: the values as they are
+    assert set(rows[True].unique().tolist()) == {0.0, 1.0}
+    assert BernoulliRBM(sample_data=True).get_params()["sample_data"] is True
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        BernoulliRBM(4, n_iter=1, sample_data=True).fit(X * 2)

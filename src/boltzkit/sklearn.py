@@ -276,7 +276,7 @@ class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             epochs=1, batch_size=self.batch_size, lr=self.learning_rate, momentum=self.momentum,
             initial_momentum=self.momentum, weight_decay=self.weight_decay, method=self.method, k=self.k,
             n_chains=self.n_chains, centered=self.centered, lr_schedule=self.lr_schedule,
-            init_visible_bias=self.init_visible_bias, seed=seed)
+            init_visible_bias=self.init_visible_bias, sample_data=getattr(self, "sample_data", False), seed=seed)
         return Trainer(self.model_, config)
 
     def _source(self, V: Any) -> BatchSource:
@@ -546,6 +546,11 @@ class BernoulliRBM(_RBMEstimator):
     init_visible_bias:
         Start the visible biases at the log-odds of the data marginals (Hinton's guide §8);
         scikit-learn starts at 0.
+    sample_data:
+        Treat X as probabilities and train on a fresh binary draw v ~ Bernoulli(X) of every
+        batch (dynamic binarisation, :class:`~boltzkit.training.TrainingConfig`'s
+        ``sample_data``); values outside [0, 1] are refused.  Default False: the values are
+        used as they are, as scikit-learn does.
     device:
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … or ``"auto"``.
 
@@ -559,6 +564,18 @@ class BernoulliRBM(_RBMEstimator):
     """
 
     _sparse = True
+    _parameter_constraints: dict = {**_RBMEstimator._parameter_constraints, "sample_data": ["boolean"]}
+
+    def __init__(self, n_components: int = 256, *, learning_rate: float = 0.1, batch_size: int = 10,
+                 n_iter: int = 10, verbose: int = 0, random_state: Any = None, method: str = "pcd",
+                 k: int = 1, n_chains: int | None = None, centered: bool = False, momentum: float = 0.0,
+                 weight_decay: float = 0.0, lr_schedule: str = "constant", init_visible_bias: bool = False,
+                 sample_data: bool = False, device: str = "cpu") -> None:
+        super().__init__(n_components, learning_rate=learning_rate, batch_size=batch_size, n_iter=n_iter,
+                         verbose=verbose, random_state=random_state, method=method, k=k, n_chains=n_chains,
+                         centered=centered, momentum=momentum, weight_decay=weight_decay,
+                         lr_schedule=lr_schedule, init_visible_bias=init_visible_bias, device=device)
+        self.sample_data = sample_data
 
     def _encode(self, X: Any, reset: bool) -> Any:
         if reset:

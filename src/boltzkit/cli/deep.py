@@ -6,7 +6,7 @@
   ``--labels``, fine-tuned as a classifier (``--finetune-epochs``, ``--finetune-lr``); a DBM is
   pre-trained greedily (``--pretrain-epochs``, 0 skips it) and then trained by PCD for
   ``--epochs``, checkpointed after every epoch with its chains, so ``--resume DIR`` continues
-  it bit for bit.
+  it bit for bit (the layer sizes and settings come from the checkpoint; ``--hidden`` may be left out).
 - :func:`sample_deep` — samples of a DBN / DBM checkpoint as a PNG (and ``--npy``).
 - :func:`evaluate_deep` — the mean test log-likelihood in nats with the keys of the RBM path.
 
@@ -27,7 +27,7 @@ import torch
 
 from .. import checkpoint, plot
 from ..data import formats
-from ..errors import CheckpointError, ConfigurationError, DataError, DivergenceError
+from ..errors import ConfigurationError, DataError, DivergenceError
 from ..evaluation import deep
 from ..models.base import check_training_data
 from ..models.dbn import DBN, DBNNet
@@ -133,7 +133,14 @@ def train_deep(args: argparse.Namespace) -> int:
     kind = common_kind(args)
     device = common.device(getattr(args, "device", None))
     out = common.output_directory(args.out, "--out")
-    sizes, hidden_type = parse_layer_sizes(getattr(args, "hidden", None))
+    resume = getattr(args, "resume", None)
+    if resume and kind != "dbm":
+        raise ConfigurationError("--resume continues a DBM run; a DBN is trained layer by layer in one go")
+    resumed = common.resumable(resume, device, DBM) if resume else None  # read once: sizes, settings, state
+    if resumed is not None and getattr(args, "hidden", None) is None:  # the run's own layers
+        sizes, hidden_type = list(resumed[0].sizes[1:]), "bernoulli"
+    else:
+        sizes, hidden_type = parse_layer_sizes(getattr(args, "hidden", None))
     dtype = torch.float64 if _option(args, "dtype", "float32") == "float64" else torch.float32
     labels_path = getattr(args, "labels", None)
     if labels_path and kind != "dbn":
@@ -150,12 +157,10 @@ def train_deep(args: argparse.Namespace) -> int:
     finetune_lr = float(_option(args, "finetune_lr", 0.1))
     if not finetune_lr > 0 or not np.isfinite(finetune_lr):
         raise ConfigurationError(f"--finetune-lr must be a positive number, got {finetune_lr}")
-    resume = getattr(args, "resume", None)
-    if resume and kind != "dbm":
-        raise ConfigurationError("--resume continues a DBM run; a DBN is trained layer by layer in one go")
+    saved_resample = resumed is not None and resumed[1]["training"].get("sample_data")
     x_np = load_data(getattr(args, "data", None), getattr(args, "key", None),
                      parse_binarize(getattr(args, "binarize", None), training=True)
-                     or _resumed_resample(resume))
+                     or ("resample" if saved_resample else None))
     y = load_labels(labels_path, x_np.shape[0]) if labels_path else None
     progress = not getattr(args, "quiet", False)
     timer = _Timed()
@@ -190,8 +195,8 @@ def train_deep(args: argparse.Namespace) -> int:
             checkpoint.save(out, model, extra=extra)
         status = 0
     else:
-        if resume:
-            model, saved, state = common.resumable(resume, device, DBM)
+        if resumed is not None:
+            model, saved, state = resumed
             typed_hidden = ",".join(map(str, sizes)) if getattr(args, "hidden", None) is not None else None
             common.refuse_conflicts(
                 flag_conflicts(args, saved["training"]) + resample_conflict(args, saved["training"])
@@ -223,7 +228,7 @@ def train_deep(args: argparse.Namespace) -> int:
             extra = {"training": config.to_dict(), "data": data_name,
                      "pretraining": pre_config.to_dict() if pre_config else None}
         trainer = Trainer(model, config, callbacks=[common.SaveEachEpoch(out, extra)], progress=progress)
-        if resume:
+        if resumed is not None:
             trainer.load_training_state(state, saved["training_state"])
         status = 0
         try:
@@ -248,17 +253,6 @@ def train_deep(args: argparse.Namespace) -> int:
     print(f"wrote {out}/ ({what} {[x_np.shape[1], *sizes]}: model.safetensors, config.json, metrics.csv, PNGs) "
           f"in {timer}{extra_line}")
     return status
-
-
-def _resumed_resample(resume: str | None) -> str | None:
-    """``"resample"`` when the DBM run being resumed draws its rows afresh (its saved setting)."""
-    if not resume:
-        return None
-    try:
-        saved = checkpoint.read_config(resume)
-    except (CheckpointError, OSError):  # reported, with its reason, by common.resumable
-        return None
-    return "resample" if saved.get("training", {}).get("sample_data") else None
 
 
 def common_kind(args: argparse.Namespace) -> str:

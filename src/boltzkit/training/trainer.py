@@ -441,10 +441,14 @@ class Trainer:
         shuffled = isinstance(source, BatchSource)
         scale = self._data_scale()
         if shuffled:
-            if scale is not None and isinstance(source, TensorBatches):
-                self._check_probabilities(source.values, scale, source.name)
-            else:
+            if scale is None:
                 source.check(self.model)
+            elif isinstance(source, TensorBatches):
+                self._check_probabilities(source.values, scale, source.name)
+            else:  # another source (e.g. sparse rows): every row checked once, in blocks, before training
+                name = getattr(source, "name", "data")
+                for rows in torch.arange(len(source)).split(max(cfg.batch_size, 1024)):
+                    self._check_probabilities(source.batch(rows).values, scale, name)
             source = source.to(self.device, self.dtype)
             n = len(source)
             if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
