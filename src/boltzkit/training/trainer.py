@@ -445,11 +445,12 @@ class Trainer:
                 source.check(self.model)
             elif isinstance(source, TensorBatches):
                 self._check_probabilities(source.values, scale, source.name)
-            else:  # another source (e.g. sparse rows): every row checked once, in blocks, before training
-                name = getattr(source, "name", "data")
-                for rows in torch.arange(len(source)).split(max(cfg.batch_size, 1024)):
-                    self._check_probabilities(source.batch(rows).values, scale, name)
             source = source.to(self.device, self.dtype)
+            if scale is not None and not isinstance(source, TensorBatches):
+                # another source (e.g. sparse rows): every row checked once, in blocks, before training
+                name = getattr(source, "name", "data")
+                for rows in torch.arange(len(source), device=self.device).split(max(cfg.batch_size, 1024)):
+                    self._check_probabilities(source.batch(rows).values, scale, name)
             n = len(source)
             if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
                 self._probe = source.values[: min(n, 64)]
