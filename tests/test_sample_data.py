@@ -258,5 +258,14 @@ def test_the_sklearn_bernoulli_rbm_draws_its_rows_afresh_with_sample_data(sparse
     assert not set(rows[False].unique().tolist()) <= {0.0, 1.0}  # scikit-learn's way: the values as they are
     assert set(rows[True].unique().tolist()) == {0.0, 1.0}
     assert BernoulliRBM(sample_data=True).get_params()["sample_data"] is True
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        BernoulliRBM(4, n_iter=1, sample_data=True).fit(X * 2)
+    est = BernoulliRBM(4, n_iter=1, random_state=0, sample_data=np.True_).fit(X)  # a NumPy bool (grid search)
+    weights = est.components_.copy()
+    with pytest.raises(ValueError, match=r"^X: .*\[0, 1\], got \[.*, 1\.9"):
+        est.fit(X * 2)
+    np.testing.assert_array_equal(est.components_, weights)  # refused before the fitted model is replaced
+    est.set_params(sample_data=False)
+    seen = Recorder(est._trainer)
+    est.partial_fit(X)  # set_params between partial_fit calls counts
+    assert not set(torch.cat(seen.rows).unique().tolist()) <= {0.0, 1.0}
+    del est.__dict__["sample_data"]  # as unpickled from before the parameter existed
+    assert est.get_params()["sample_data"] is False

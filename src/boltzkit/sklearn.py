@@ -276,8 +276,12 @@ class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             epochs=1, batch_size=self.batch_size, lr=self.learning_rate, momentum=self.momentum,
             initial_momentum=self.momentum, weight_decay=self.weight_decay, method=self.method, k=self.k,
             n_chains=self.n_chains, centered=self.centered, lr_schedule=self.lr_schedule,
-            init_visible_bias=self.init_visible_bias, sample_data=getattr(self, "sample_data", False), seed=seed)
+            init_visible_bias=self.init_visible_bias, sample_data=self._sample_data(), seed=seed)
         return Trainer(self.model_, config)
+
+    def _sample_data(self) -> bool:
+        """``sample_data`` as a Python bool (BernoulliRBM's parameter; False for the others)."""
+        return bool(getattr(self, "sample_data", False))
 
     def _source(self, V: Any) -> BatchSource:
         if sparse.issparse(V):
@@ -292,6 +296,7 @@ class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             for group in trainer.optimizer.param_groups:
                 group["lr"] = self.learning_rate
         trainer.config.epochs = trainer.epoch + epochs
+        trainer.config.sample_data = self._sample_data()  # set_params between partial_fit calls counts
         trainer.callbacks = [_Verbose(self, V)] if self.verbose and schedule else []
         try:
             trainer.fit(self._source(V))
@@ -565,6 +570,8 @@ class BernoulliRBM(_RBMEstimator):
 
     _sparse = True
     _parameter_constraints: dict = {**_RBMEstimator._parameter_constraints, "sample_data": ["boolean"]}
+    #: the default for an estimator pickled before the parameter existed
+    sample_data = False
 
     def __init__(self, n_components: int = 256, *, learning_rate: float = 0.1, batch_size: int = 10,
                  n_iter: int = 10, verbose: int = 0, random_state: Any = None, method: str = "pcd",
@@ -579,9 +586,16 @@ class BernoulliRBM(_RBMEstimator):
 
     def _encode(self, X: Any, reset: bool) -> Any:
         if reset:
-            return validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=True)
-        dtype = self._model_dtype if hasattr(self, "model_") else (np.float64, np.float32)
-        return validate_data(self, X, accept_sparse="csr", dtype=dtype, reset=False)
+            V = validate_data(self, X, accept_sparse="csr", dtype=(np.float64, np.float32), reset=True)
+        else:
+            dtype = self._model_dtype if hasattr(self, "model_") else (np.float64, np.float32)
+            V = validate_data(self, X, accept_sparse="csr", dtype=dtype, reset=False)
+        if self._sample_data():  # probabilities, checked before a fit replaces anything
+            values = V.data if sparse.issparse(V) else V  # a CSR matrix's unstored entries are 0
+            if values.size and not (values.min() >= 0 and values.max() <= 1):
+                raise DataError(f"X: sample_data draws Bernoulli rows from probabilities, so the values must lie in "
+                                f"[0, 1], got [{values.min():g}, {values.max():g}]")
+        return V
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Pseudo-log-likelihood Σ_i log p(x_i | x_{−i}) of each sample over all features

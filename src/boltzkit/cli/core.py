@@ -728,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", action="append", metavar="N|TYPE",
                    help="hidden units (default 20) and/or their type: bernoulli (default), relu, spin; "
                         "repeat to give both, e.g. --hidden 100 --hidden relu; for --model dbn|dbm a "
-                        "comma list of layer sizes, e.g. 500,1000")
+                        "comma list of layer sizes, e.g. 500,1000 (a resumed DBM keeps its own)")
     t.add_argument("--visible", metavar="TYPE",
                    help="visible units: bernoulli (default), spin, gaussian, gaussian:learned, softmax:K "
                         "(data as integer codes 0..K-1)")

@@ -136,11 +136,11 @@ def train_deep(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume", None)
     if resume and kind != "dbm":
         raise ConfigurationError("--resume continues a DBM run; a DBN is trained layer by layer in one go")
-    resumed = common.resumable(resume, device, DBM) if resume else None  # read once: sizes, settings, state
-    if resumed is not None and getattr(args, "hidden", None) is None:  # the run's own layers
-        sizes, hidden_type = list(resumed[0].sizes[1:]), "bernoulli"
-    else:
-        sizes, hidden_type = parse_layer_sizes(getattr(args, "hidden", None))
+    typed_sizes = getattr(args, "hidden", None)
+    sizes: list[int] | None = None  # a resumed DBM without --hidden: its own layers, once it is read
+    hidden_type = "bernoulli"
+    if typed_sizes is not None or not resume:
+        sizes, hidden_type = parse_layer_sizes(typed_sizes)
     dtype = torch.float64 if _option(args, "dtype", "float32") == "float64" else torch.float32
     labels_path = getattr(args, "labels", None)
     if labels_path and kind != "dbn":
@@ -157,6 +157,9 @@ def train_deep(args: argparse.Namespace) -> int:
     finetune_lr = float(_option(args, "finetune_lr", 0.1))
     if not finetune_lr > 0 or not np.isfinite(finetune_lr):
         raise ConfigurationError(f"--finetune-lr must be a positive number, got {finetune_lr}")
+    resumed = common.resumable(resume, device, DBM) if resume else None  # read once: sizes, settings, state
+    if sizes is None:
+        sizes = list(resumed[0].sizes[1:])
     saved_resample = resumed is not None and resumed[1]["training"].get("sample_data")
     x_np = load_data(getattr(args, "data", None), getattr(args, "key", None),
                      parse_binarize(getattr(args, "binarize", None), training=True)

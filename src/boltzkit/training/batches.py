@@ -40,7 +40,8 @@ class BatchSource:
         raise NotImplementedError
 
     def check(self, model: Any, name: str = "data") -> None:
-        """Validate the data against the model once, before training."""
+        """Validate the data against the model once, before training (with ``sample_data`` the
+        trainer checks the rows as probabilities instead and does not call this)."""
 
     def to(self, device: torch.device, dtype: torch.dtype) -> BatchSource:
         return self

@@ -449,7 +449,8 @@ class Trainer:
             if scale is not None and not isinstance(source, TensorBatches):
                 # another source (e.g. sparse rows): every row checked once, in blocks, before training
                 name = getattr(source, "name", "data")
-                for rows in torch.arange(len(source), device=self.device).split(max(cfg.batch_size, 1024)):
+                block = max(cfg.batch_size, 2 ** 22 // max(1, self.model.visible.dim))  # ≤ 4 M values at once
+                for rows in torch.arange(len(source), device=self.device).split(block):
                     self._check_probabilities(source.batch(rows).values, scale, name)
             n = len(source)
             if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
