@@ -39,6 +39,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from boltzkit import checkpoint
+from boltzkit.errors import DistributedError
 from boltzkit.evaluation import ais, exact
 from boltzkit.models.rbm import RBM
 from boltzkit.training import TrainingConfig, distributed
@@ -561,3 +562,31 @@ def _nccl_worker(rank: int, world: int, port: int, out: str) -> None:
         torch.save({k: v.cpu() for k, v in rbm.state_dict().items()}, Path(out) / f"nccl-{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_a_process_killed_after_its_command_returned_does_not_fail_the_job(monkeypatch, reported):
+    """gloo can abort a rank while the group is torn down after the work is done ("terminate called
+    without an active exception"): a process that reported its status first counts with it."""
+    popen = subprocess.Popen
+    report = ("import os, pathlib; "
+              "pathlib.Path(os.environ['BOLTZKIT_NPROC_STATUS_DIR'], 'rank' + os.environ['RANK']).write_text('0'); ")
+
+    def fake(command, env):  # rank 1 finishes, (maybe) reports, then aborts as gloo does
+        code = "pass" if env["RANK"] == "0" else (report if reported else "") + "import os; os.abort()"
+        return popen([sys.executable, "-c", code], env=env)
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", fake)
+    if reported:
+        assert distributed.spawn_local(2, ["train"], grace_s=5) == 0
+    else:
+        with pytest.raises(DistributedError, match="process 1 of 2 was killed by SIGABRT"):
+            distributed.spawn_local(2, ["train"], grace_s=5)
+
+
+def test_a_rank_reports_its_status_where_spawn_local_reads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(distributed.STATUS_DIR, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    distributed.report_status(2)
+    assert distributed.finished_statuses([0, -6], str(tmp_path)) == [0, 2]
+    assert distributed.finished_statuses([-6, 1], str(tmp_path)) == [-6, 1]  # rank 0 reported nothing

@@ -51,6 +51,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -73,6 +74,8 @@ DEFAULT_TIMEOUT_S = 120.0
 RANK_PREFIX = "rank"
 #: set in the processes ``--nproc`` starts (gloo, the flag is theirs already)
 LOCAL_CHILD = "BOLTZKIT_NPROC_CHILD"
+#: the folder where a process of :func:`spawn_local` writes its status once its command has returned
+STATUS_DIR = "BOLTZKIT_NPROC_STATUS_DIR"
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -366,6 +369,7 @@ def launch(args: Any, command: Callable[[Any], int], argv: list[str] | None = No
         try:
             status = _run_rank(args, command, par)
             finished = True
+            report_status(status)
             return status
         finally:
             leave_group(finished)
@@ -374,6 +378,30 @@ def launch(args: Any, command: Callable[[Any], int], argv: list[str] | None = No
             raise ConfigurationError("--nproc needs the command line (run it through boltzkit's main)")
         return spawn_local(nproc, argv, timeout)
     return None
+
+
+def report_status(status: int) -> None:
+    """Tell :func:`spawn_local` (through :data:`STATUS_DIR`) that this rank's command returned
+    ``status``, before the group is torn down: gloo can still abort a finished rank while its
+    peers close their connections, and the job must not fail for that."""
+    folder = os.environ.get(STATUS_DIR)
+    if folder:
+        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}"), "w") as f:
+            f.write(str(int(status)))
+
+
+def finished_statuses(codes: list[int], folder: str) -> list[int]:
+    """Each process's exit status, where one killed by a signal after it reported its command's
+    status (:func:`report_status`) counts with the reported status."""
+    out = []
+    for rank, code in enumerate(codes):
+        path = os.path.join(folder, f"rank{rank}")
+        if code < 0 and os.path.exists(path):
+            with open(path) as f:
+                text = f.read().strip()
+            code = int(text) if text.lstrip("-").isdigit() else code
+        out.append(code)
+    return out
 
 
 def leave_group(finished: bool = True) -> None:
@@ -454,8 +482,33 @@ def spawn_local(nproc: int, argv: list[str], timeout_s: float = DEFAULT_TIMEOUT_
             "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "TORCHELASTIC_RESTART_COUNT": "0", LOCAL_CHILD: "1"}
     base.setdefault("OMP_NUM_THREADS", "1")
     command = [sys.executable, "-m", "boltzkit", *argv]
-    procs = [subprocess.Popen(command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in range(nproc)]
+    with tempfile.TemporaryDirectory(prefix="boltzkit-nproc-") as folder:
+        base[STATUS_DIR] = folder
+        procs = [subprocess.Popen(command, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+                 for r in range(nproc)]
+        first = _wait(procs, grace)
+        codes = finished_statuses([p.returncode for p in procs], folder)
+    if first is None or all(c == 0 for c in codes):
+        return 0
+    if codes[first[0]] == 0:  # the first to end badly had finished its work: name the next
+        first = next((r, c) for r, c in enumerate(codes) if c != 0)
+    if len(set(codes)) == 1 and codes[0] > 0:  # every process ended alike (e.g. 1: diverged), each said why
+        return codes[0]
+    rank, code = first
+    if code < 0:
+        try:
+            why = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            why = f"was killed by signal {-code}"
+    else:
+        why = f"ended with exit status {code}"
+    raise DistributedError(f"process {rank} of {nproc} {why}; the job was stopped"
+                           + (" (its message is above)" if code > 0 else ""))
+
+
+def _wait(procs: list[subprocess.Popen], grace: float) -> tuple[int, int] | None:
+    """Wait for the processes; the (rank, status) of the first to end badly, if any.  Once one
+    has, the others get ``grace`` seconds before they are terminated."""
     first: tuple[int, int] | None = None
     deadline = None
     try:
@@ -475,21 +528,7 @@ def spawn_local(nproc: int, argv: list[str], timeout_s: float = DEFAULT_TIMEOUT_
     except BaseException:
         _stop(procs)
         raise
-    if first is None:
-        return 0
-    codes = [p.returncode for p in procs]
-    if len(set(codes)) == 1 and codes[0] > 0:  # every process ended alike (e.g. 1: diverged), each said why
-        return codes[0]
-    rank, code = first
-    if code < 0:
-        try:
-            why = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            why = f"was killed by signal {-code}"
-    else:
-        why = f"ended with exit status {code}"
-    raise DistributedError(f"process {rank} of {nproc} {why}; the job was stopped"
-                           + (" (its message is above)" if code > 0 else ""))
+    return first
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
