@@ -55,7 +55,7 @@ from .evaluation import ais, exact
 from .evaluation.monitors import pseudo_log_likelihood_rows
 from .models.rbm import RBM
 from .training import Callback, Trainer, TrainingConfig
-from .training.batches import Batch, BatchSource, TensorBatches
+from .training.batches import Batch, BatchSource, TensorBatches, check_probabilities
 from .validation import check_choice, check_int
 
 __all__ = ["BernoulliRBM", "GaussianRBM", "CategoricalRBM", "LogPartition"]
@@ -592,9 +592,7 @@ class BernoulliRBM(_RBMEstimator):
             V = validate_data(self, X, accept_sparse="csr", dtype=dtype, reset=False)
         if self._sample_data():  # probabilities, checked before a fit replaces anything
             values = V.data if sparse.issparse(V) else V  # a CSR matrix's unstored entries are 0
-            if values.size and not (values.min() >= 0 and values.max() <= 1):
-                raise DataError(f"X: sample_data draws Bernoulli rows from probabilities, so the values must lie in "
-                                f"[0, 1], got [{values.min():g}, {values.max():g}]")
+            check_probabilities(torch.from_numpy(np.ascontiguousarray(values)), 1.0, "X")
         return V
 
     def score_samples(self, X: Any) -> np.ndarray:

@@ -443,15 +443,9 @@ class Trainer:
         if shuffled:
             if scale is None:
                 source.check(self.model)
-            elif isinstance(source, TensorBatches):
-                self._check_probabilities(source.values, scale, source.name)
             source = source.to(self.device, self.dtype)
-            if scale is not None and not isinstance(source, TensorBatches):
-                # another source (e.g. sparse rows): every row checked once, in blocks, before training
-                name = getattr(source, "name", "data")
-                block = max(cfg.batch_size, 2 ** 22 // max(1, self.model.visible.dim))  # ≤ 4 M values at once
-                for rows in torch.arange(len(source), device=self.device).split(block):
-                    self._check_probabilities(source.batch(rows).values, scale, name)
+            if scale is not None:
+                self._check_source_probabilities(source, scale)
             n = len(source)
             if hasattr(self.model, "free_energy") and isinstance(source, TensorBatches):
                 self._probe = source.values[: min(n, 64)]
@@ -530,6 +524,17 @@ class Trainer:
     def _check_probabilities(self, values: Tensor, scale: float, name: str) -> None:
         check_rows(values, name, self.model.visible.dim)
         check_probabilities(values, scale, name)
+
+    def _check_source_probabilities(self, source: BatchSource, scale: float) -> None:
+        """Every row of ``source`` as ``sample_data`` probabilities, once, before training: at once
+        when the rows are in memory, else (e.g. sparse rows) in blocks of at most 4 M values."""
+        name = getattr(source, "name", "data")
+        if isinstance(source, TensorBatches):
+            self._check_probabilities(source.values, scale, name)
+            return
+        block = max(self.config.batch_size, 2 ** 22 // max(1, self.model.visible.dim))
+        for rows in torch.arange(len(source), device=self.device).split(block):
+            self._check_probabilities(source.batch(rows).values, scale, name)
 
     def _checked(self, source: LoaderBatches, scale: float | None) -> Iterable[Batch]:
         """A loader's batches, each checked against the model (or, with ``scale``, as
