@@ -33,7 +33,7 @@ import torch
 
 from bench_music_rnn import PUBLISHED_RNN, TimeLimit, source
 from boltzkit import checkpoint
-from boltzkit.data.music import N_NOTES, load_music, transposed
+from boltzkit.data.music import N_NOTES, distinct_frames, load_music, transposed
 from boltzkit.models.sequence import (
     LSTM,
     RNN,
@@ -46,7 +46,7 @@ from boltzkit.models.sequence import (
     fit_recurrent_rbm,
     fit_sequences,
 )
-from boltzkit.training import EarlyStopping
+from boltzkit.training import Callback, EarlyStopping
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "polyphonic-music"
@@ -59,6 +59,13 @@ PUBLISHED = {**PUBLISHED_BY_SET["JSB_Chorales"], "rnn-rbm-lstm": 6.27}
 BASELINES = ("rnn", "lstm")
 #: early-stopping patience of the baselines (epochs; as in ``bench_music_rnn.py``)
 BASELINE_PATIENCE = 8
+
+
+class EpochLog(Callback):
+    """Prints each epoch's metrics as one JSON line (long runs: watch the validation NLL)."""
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        print(json.dumps({"epoch": epoch, **{k: round(float(v), 4) for k, v in metrics.items()}}), flush=True)
 
 
 def published(data: Path, name: str) -> float | None:
@@ -137,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid-pieces", type=int, default=20)
     p.add_argument("--valid-ais-betas", type=int, default=200)  # 50 misled early stopping (BENCHMARKS §11)
     p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep the last epoch rather than the best validated one (with --lr-schedule linear; "
+                        "a lower bound over candidates rises while an early, broad model sharpens)")
+    p.add_argument("--valid-bound", action="store_true",
+                   help="validate with the certain lower bound over the distinct training frames instead of AIS "
+                        "(no sampling noise; for sets whose frames recur, e.g. Nottingham)")
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "epoch-linear"],
+                   help="Adam's learning rate: constant, or decaying linearly to 0 over --epochs")
     p.add_argument("--ais-chains", type=int, default=16)
     p.add_argument("--ais-betas", type=int, default=200)
     p.add_argument("--check-pieces", type=int, default=3)
@@ -161,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     train = source(transposed(splits["train"], args.transpose))
     test = first_pieces(source(splits["test"]), args.test_frames)
     valid = SequenceBatches(source(splits["valid"]).inputs[: args.valid_pieces])
+    candidates = torch.from_numpy(distinct_frames(splits["train"], args.transpose)) \
+        if args.valid_bound else None
     rows = []
     for name in args.models:
         if name in BASELINES:
@@ -172,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         trainer = fit_recurrent_rbm(
             model, train, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, k=args.k,
-            pretrain_epochs=0 if args.init_from else args.pretrain_epochs, seed=args.seed,
-            callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas),
-                       EarlyStopping("valid_nll", args.patience, mode="min", verbose=False), limit])
+            pretrain_epochs=0 if args.init_from else args.pretrain_epochs, seed=args.seed, lr_schedule=args.lr_schedule,
+            callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas,
+                                              candidates=candidates),
+                       EarlyStopping("valid_nll", args.patience, mode="min", restore_best=not args.keep_last,
+                                     verbose=False), limit, EpochLog()])
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         result = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=args.ais_betas,

@@ -4,6 +4,7 @@ one-line exit-2 errors (nothing written)."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -61,6 +62,11 @@ def test_train_evaluate_diagnose(tmp_path, music, capsys, kind):
     assert result["nll_per_step"] < 1.5 and 0 <= result["frame_accuracy"] <= 1
     saved = json.loads((out / "test_metrics.json").read_text())
     assert abs(saved["test"]["nll_per_step"] - result["nll_per_step"]) < 1e-6
+    for flags, message in ((["--predict", "map"], "--predict map"), (["--lower-bound"], "--lower-bound"),
+                           (["--accuracy-only"], "--accuracy-only"), (["--raise-chains", "2"], "--raise-chains"),
+                           (["--lower-bound", "--mass-chains", "2"], "--lower-bound")):   # RNN-RBM options only
+        assert main(["sequence", "evaluate", str(out), "--data", str(music), *flags]) == 2
+        assert message in capsys.readouterr().err
     assert main(["sequence", "diagnose", str(out), "--data", str(music), "--json"]) == 0
     flow = json.loads(capsys.readouterr().out)
     assert (out / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
@@ -194,13 +200,46 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     assert json.loads(capsys.readouterr().out)["nll_lower_bound"] == exact["nll_lower_bound"]
     assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--raise-chains", "-1"]) == 2
     assert "--raise-chains" in capsys.readouterr().err
+    # the most probable frame among the training split's distinct frames in every key
+    from boltzkit.data.music import MAX_TRANSPOSE, distinct_frames, load_music
+    from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
+
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--predict", "map",
+                 "--accuracy-only"]) == 0
+    mapped = json.loads(capsys.readouterr().out)
+    splits = load_music(music)
+    modes = torch.from_numpy(distinct_frames(splits["train"], MAX_TRANSPOSE))
+    test = SequenceBatches([torch.from_numpy(r).float() for r in splits["test"]])
+    expected = evaluate_recurrent_rbm(checkpoint.load(tmp_path / "m"), test, predict_candidates=modes, nll=False)
+    assert mapped["frame_accuracy"] == pytest.approx(expected["frame_accuracy"], abs=1e-12)
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--lower-bound",
+                 "--mass-chains", "4", "--mass-sweeps", "3"]) == 0
+    massed = json.loads(capsys.readouterr().out)
+    assert massed["nll_lower_bound"] == pytest.approx(exact["nll_lower_bound"], abs=1e-12)
+    # an untrained RTRBM spreads over all 2^88 frames: no chain stays on a candidate, no tighter bound
+    assert massed["candidate_mass"] == 0.0 and massed["nll_lower_bound_mass"] is None
+    model = checkpoint.load(tmp_path / "m")
+    with torch.no_grad():                        # nearly every step's mass on one test frame, a candidate
+        model.rbm.visible.bias.copy_(torch.from_numpy(splits["test"][0][0]).double() * 16 - 8)
+    checkpoint.save(tmp_path / "sharp", model)
+    assert main(["sequence", "evaluate", str(tmp_path / "sharp"), "--data", str(music), "--json", "--lower-bound",
+                 "--mass-chains", "4", "--mass-sweeps", "3"]) == 0
+    sharp = json.loads(capsys.readouterr().out)
+    assert 0.5 < sharp["candidate_mass"] <= 1 and sharp["candidate_mass_se"] >= 0
+    assert sharp["nll_lower_bound_mass"] == pytest.approx(
+        sharp["nll_lower_bound"] - math.log(sharp["candidate_mass"]), abs=1e-12)
+    noise = 4 * sharp["candidate_mass_se"] / sharp["candidate_mass"]      # of −log candidate_mass
+    assert sharp["nll_lower_bound"] <= sharp["nll_lower_bound_mass"] <= sharp["nll_per_step"] + noise
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--mass-chains", "4"]) == 2
+    assert "--lower-bound" in capsys.readouterr().err
 
 
 def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
     for args, message in ((["--model", "rtrbm", "--recurrence", "lstm"], "--recurrence"),
                           (["--model", "rnn", "--recurrence", "lstm"], "--recurrence"),
                           (["--model", "rnn-rbm", "--k", "0"], "--k"),
-                          (["--model", "rnn-rbm", "--method", "bptt"], "--method")):
+                          (["--model", "rnn-rbm", "--method", "bptt"], "--method"),
+                          (["--model", "lstm", "--valid-bound"], "--valid-bound")):
         out = tmp_path / "never"
         assert main(["sequence", "train", "--data", str(music), "--out", str(out), "--quiet", *args]) == 2
         assert message in capsys.readouterr().err
@@ -210,6 +249,32 @@ def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
     assert main(["sequence", "generate", str(tmp_path / "m")]) == 2
     assert "--midi" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_rbm_validation_by_the_certain_bound_with_a_linear_schedule(tmp_path, music, capsys):
+    """--valid-bound: the validation NLL of each epoch is the certain lower bound over the training
+    split's distinct frames (here with --transpose 1: the shifted frames too), the best epoch is kept,
+    and both settings are recorded for --resume."""
+    from boltzkit.data.music import distinct_frames, load_music
+    from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
+
+    out = tmp_path / "m"
+    assert main(["sequence", "train", "--data", str(music), "--model", "rnn-rbm", "--hidden", "6", "--recurrent",
+                 "8", "--epochs", "3", "--lr", "0.02", "--batch-size", "4", "--k", "2", "--transpose", "1",
+                 "--valid-bound", "--lr-schedule", "linear", "--out", str(out), "--quiet"]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["valid_bound"] is True and settings["lr_schedule"] == "linear"
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    valid = [float(r.split(",")[header.index("valid_nll")]) for r in rows[1:]]
+    lrs = [float(r.split(",")[header.index("lr")]) for r in rows[1:]]
+    assert lrs == pytest.approx([0.02 * (1 - e / 3) for e in (1, 2, 3)], abs=1e-9)
+    splits = load_music(music)
+    candidates = torch.from_numpy(distinct_frames(splits["train"], 1))
+    kept = checkpoint.load(out)
+    bound = evaluate_recurrent_rbm(kept, SequenceBatches([torch.from_numpy(r).float() for r in splits["valid"]]),
+                                   candidates=candidates, nll=False)["nll_lower_bound"]
+    assert min(valid) == pytest.approx(bound, abs=1e-6)
 
 
 def test_transpose_augments_the_training_split_only(tmp_path, music, capsys, monkeypatch):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from boltzkit import checkpoint
+from boltzkit.errors import ConfigurationError
 from boltzkit.evaluation import exact
 from boltzkit.models.sequence import (
     RNNRBM,
@@ -16,6 +19,7 @@ from boltzkit.models.sequence import (
     exact_log_likelihood,
     fit_recurrent_rbm,
     log_partition_enumerated,
+    most_probable_candidate,
 )
 
 MODELS = {
@@ -193,6 +197,87 @@ def test_candidate_lower_bound_is_exact_on_every_frame_and_below_on_a_subset(nam
     assert alone["nll_lower_bound"] == half and "nll_per_step" not in alone
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_map_prediction_is_the_exact_mode_of_each_step_and_scores_as_written_out(name):
+    """With all 2^4 frames as candidates the predicted frame is the exact mode of p(v_t | v_<t)
+    (free energies written out with softplus, independently of the model's code); with a subset it
+    is the best frame of the subset; the frame accuracy counts TP/(TP+FP+FN) of those modes."""
+    model = MODELS[name]()
+    x = data(2, 5, 3)
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    b, c = (t.reshape(-1, t.shape[-1]) for t in model.biases(x))
+    W = model.rbm.weight
+    neg_f = b @ every.t() + torch.nn.functional.softplus(c.unsqueeze(1) + (every @ W).unsqueeze(0)).sum(-1)
+    assert torch.equal(most_probable_candidate(model, every, b, c, block=3), every[neg_f.argmax(1)])
+    subset = every[1::3]
+    assert torch.equal(most_probable_candidate(model, subset, b, c), subset[neg_f[:, 1::3].argmax(1)])
+    guess, truth = every[neg_f.argmax(1)] > 0.5, x.reshape(-1, 4) > 0.5
+    tp, fp, fn = (guess & truth).sum(), (guess & ~truth).sum(), (~guess & truth).sum()
+    expected = int(tp) / int(tp + fp + fn)
+    result = evaluate_recurrent_rbm(model, SequenceBatches(list(x)), predict_candidates=every, nll=False)
+    assert result["frame_accuracy"] == pytest.approx(expected, abs=1e-12)
+    # with the bound over a superset (one shared pass) or a set that misses some (two passes): the same
+    seqs = SequenceBatches(list(x))
+    alone = evaluate_recurrent_rbm(model, seqs, predict_candidates=subset, nll=False)
+    bound = evaluate_recurrent_rbm(model, seqs, candidates=every[::2], nll=False)["nll_lower_bound"]
+    for superset, expected_bound in ((every, evaluate_recurrent_rbm(model, seqs)["nll_per_step"]), (every[::2], bound)):
+        both = evaluate_recurrent_rbm(model, seqs, candidates=superset, predict_candidates=subset, nll=False)
+        assert both["frame_accuracy"] == alone["frame_accuracy"]
+        assert both["nll_lower_bound"] == pytest.approx(expected_bound, abs=1e-9)
+
+
+def test_candidate_mass_from_chains_started_in_the_candidates_tightens_the_bound_and_stays_below():
+    """f_K, the probability of the candidate set S after K Gibbs sweeps from p_t restricted to S, by
+    the exact transition matrix of the sweep (16 visible × 8 hidden states): it falls with K and stays
+    ≥ P_t(S) (the sweep is reversible and positive semi-definite).  The chains' estimate matches it
+    within 4 standard errors, and bound − log f̂ lies between the candidate bound and the exact NLL."""
+    from boltzkit.models.sequence.rbm_evaluation import _candidate_pass, candidate_mass, candidate_scores
+
+    model = MODELS["rnn-rbm"]()
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    hiddens = torch.tensor([[(s >> i) & 1 for i in range(3)] for s in range(8)], dtype=torch.float64)
+    x = data(1, 3, 5)
+    b, c = (t.reshape(-1, t.shape[-1])[1:2].detach() for t in model.biases(x))   # the second step's RBM
+    W = model.rbm.weight.detach()
+    field_h = c + every @ W                                                 # (16, 3)
+    p_h = torch.exp((hiddens.unsqueeze(0) * field_h.unsqueeze(1)).sum(-1)
+                    - torch.nn.functional.softplus(field_h).sum(-1, keepdim=True))   # p(h | v), (16, 8)
+    field_v = b + hiddens @ W.t()                                           # (8, 4)
+    p_v = torch.exp((every.unsqueeze(0) * field_v.unsqueeze(1)).sum(-1)
+                    - torch.nn.functional.softplus(field_v).sum(-1, keepdim=True))   # p(v | h), (8, 16)
+    sweep = p_h @ p_v
+    with torch.no_grad():
+        log_p = next(candidate_scores(model, every, b, c))[0]
+    p = torch.softmax(log_p, 0)
+    assert torch.allclose(p @ sweep, p, atol=1e-12)                        # p_t is the sweep's invariant law
+    chosen = torch.tensor([0, 3, 5, 6, 9, 12, 15])
+    in_s = torch.zeros(16, dtype=torch.float64)
+    in_s[chosen] = 1
+    start = p * in_s / (p * in_s).sum()
+    f = [float(start @ torch.linalg.matrix_power(sweep, k) @ in_s) for k in range(8)]
+    assert f[0] == pytest.approx(1.0) and all(a >= b - 1e-12 for a, b in zip(f, f[1:]))
+    assert f[-1] >= float(p @ in_s) - 1e-12
+    g = torch.Generator().manual_seed(0)
+    chains = 4000
+    _, _, starts = _candidate_pass(model, every[chosen], b, c, None, chains, g)   # the evaluation's own draws
+    counts = torch.bincount(starts[0], minlength=len(chosen)).double() / chains
+    expected = start[chosen]
+    assert torch.all((counts - expected).abs() < 4 * torch.sqrt(expected * (1 - expected) / chains) + 1e-9)
+    for k in (1, 3):
+        hit = float(candidate_mass(model, every[chosen], b, c, starts, k, g).double().mean())
+        assert abs(hit - f[k]) < 4 * math.sqrt(f[k] * (1 - f[k]) / chains) + 1e-9, (k, hit, f[k])
+    seqs = SequenceBatches([data(1, 5, 0)[0], data(1, 3, 1)[0]])
+    truth = evaluate_recurrent_rbm(model, seqs)["nll_per_step"]
+    r = evaluate_recurrent_rbm(model, seqs, candidates=every[chosen], mass_chains=400, mass_sweeps=5, nll=False)
+    tolerance = 4 * r["candidate_mass_se"] / r["candidate_mass"]
+    assert r["nll_lower_bound"] < r["nll_lower_bound_mass"] < truth + tolerance
+    assert r["nll_lower_bound_mass"] > r["nll_lower_bound"] + 10 * tolerance    # a real tightening here
+    full = evaluate_recurrent_rbm(model, seqs, candidates=every, mass_chains=3, nll=False)
+    assert full["candidate_mass"] == 1.0 and full["nll_lower_bound_mass"] == pytest.approx(truth, abs=1e-9)
+    with pytest.raises(ConfigurationError, match="mass_chains"):
+        evaluate_recurrent_rbm(model, seqs, mass_chains=3)
+
+
 def test_ais_interval_is_finite_and_its_standard_error_matches_the_spread_over_seeds():
     """With 3 chains and 5 β most frames have mean(w) − 3 se(w) ≤ 0: adding the per-frame intervals
     gave a lower end of −inf.  The interval is NLL ± 3σ with σ² = Σ_t (se_t/mean_t)² / N² (independent
@@ -233,6 +318,36 @@ def test_training_on_the_trainer_raises_exact_likelihood_and_checkpoints(name, t
     loaded = checkpoint.load(tmp_path / "m")
     assert type(loaded) is type(model)
     assert evaluate_recurrent_rbm(loaded, source)["nll_per_step"] == pytest.approx(after, abs=1e-9)
+
+
+def test_validation_by_the_candidate_bound_and_a_linear_learning_rate_decay():
+    """``RecurrentRBMValidation(candidates=…)`` records the certain lower bound of that epoch's model
+    (equal to the exact NLL when every frame is a candidate); ``lr_schedule="linear"`` takes Adam's
+    learning rate from ``lr`` down towards 0 over the epochs."""
+    from boltzkit.models.sequence import RecurrentRBMValidation
+    from boltzkit.training import Callback
+
+    model = MODELS["rnn-rbm"]()
+    source = SequenceBatches(list(data(8, 5, 4)))
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    seen = []
+
+    class Exact(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            seen.append((metrics["bound"], evaluate_recurrent_rbm(trainer.model, source)["nll_per_step"],
+                         trainer.optimizer.param_groups[0]["lr"]))
+
+    trainer = fit_recurrent_rbm(model, source, None, epochs=4, batch_size=4, lr=0.02, k=2, lr_schedule="linear",
+                                callbacks=[RecurrentRBMValidation(source, name="bound", candidates=every), Exact()])
+    assert len(trainer.history) == 4
+    for bound, exact_nll, _ in seen:
+        assert bound == pytest.approx(exact_nll, abs=1e-9)
+    rates = [lr for *_, lr in seen]
+    assert rates == pytest.approx([0.02 * (1 - e / 4) for e in range(1, 5)], abs=1e-12)
+    partial = RecurrentRBMValidation(source, name="bound", candidates=every[::3])
+    metrics: dict = {}
+    partial.measure(trainer, metrics)
+    assert metrics["bound"] < seen[-1][1] - 1e-6           # fewer candidates: strictly below the NLL
 
 
 def test_generate_shapes_and_seed():

@@ -84,20 +84,26 @@ RBM_MODELS = ("rnn-rbm", "rtrbm")
 
 
 def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Namespace,
-                 candidates: torch.Tensor | None = None) -> dict[str, Any]:
+                 candidates: torch.Tensor | None = None,
+                 predict_candidates: torch.Tensor | None = None) -> dict[str, Any]:
     """NLL per step (+ interval when AIS was used, RAISE's NLL with ``--raise-chains``, the certain
-    lower bound over ``candidates``) and frame accuracy of an RNN-RBM / RTRBM."""
+    lower bound over ``candidates``) and frame accuracy of an RNN-RBM / RTRBM (the predicted frame:
+    the most probable of ``predict_candidates`` when given)."""
     nll = not getattr(args, "accuracy_only", False)
     metrics = evaluate_recurrent_rbm(model, data, max_bits=args.max_bits, ais_chains=args.ais_chains,
                                      ais_betas=args.ais_betas, seed=args.seed, nll=nll,
-                                     raise_chains=getattr(args, "raise_chains", 0), candidates=candidates)
+                                     raise_chains=getattr(args, "raise_chains", 0), candidates=candidates,
+                                     predict_candidates=predict_candidates,
+                                     mass_chains=getattr(args, "mass_chains", 0) if candidates is not None else 0,
+                                     mass_sweeps=getattr(args, "mass_sweeps", 100))
     if not nll:
         return {"nll_per_step": None, **metrics}
     out = {k: metrics[k] for k in ("nll_per_step", "frame_accuracy", "frames", "log_z")}
     if "nll_low" in metrics:
         out["nll_interval"] = [metrics["nll_low"], metrics["nll_high"]]
-    if "nll_lower_bound" in metrics:
-        out["nll_lower_bound"] = metrics["nll_lower_bound"]
+    for key in ("nll_lower_bound", "candidate_mass", "candidate_mass_se", "nll_lower_bound_mass"):
+        if key in metrics:
+            out[key] = metrics[key]
     if "nll_raise" in metrics:
         half = 3 * metrics["nll_raise_se"]
         out["nll_raise"] = metrics["nll_raise"]
@@ -135,7 +141,8 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
     "batch_size": ("--batch-size", 8), "lr": ("--lr", 1e-3), "optimizer": ("--optimizer", "adam"),
     "clip": ("--clip", None), "method": ("--method", "autograd"), "truncation": ("--truncation", None),
     "seed": ("--seed", 0), "valid_split": ("--valid-split", "valid"), "frames_per_beat": ("--frames-per-beat", 1),
-    "transpose": ("--transpose", 0),
+    "transpose": ("--transpose", 0), "lr_schedule": ("--lr-schedule", "constant"),
+    "valid_bound": ("--valid-bound", False),
 }
 
 
@@ -185,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_rbm(args, out, frames, splits, train, valid, resume)
     if args.recurrence != "rnn":
         raise BoltzkitError("--recurrence is an option of --model rnn-rbm")
+    if args.valid_bound:
+        raise BoltzkitError("--valid-bound is an option of --model rnn-rbm|rtrbm")
     common = dict(output="sigmoid", loss="cross_entropy", task="next_step", seed=args.seed)
     if resume is not None:
         model = resume[0]
@@ -199,13 +208,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise BoltzkitError("--method bptt (explicit back-propagation through time) is written for --model rnn")
     extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames, "settings": args.settings,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "clip", "method",
-                                                        "truncation", "patience", "seed")}}
+                                                        "truncation", "patience", "lr_schedule", "seed")}}
     return _fit_and_report(
         args, out, model, splits, extra,
         lambda: fit_sequences(model, train, valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               optimizer=args.optimizer, clip=args.clip, method=args.method,
                               truncation=args.truncation, patience=args.patience if valid is not None else None,
-                              seed=args.seed, threads=args.threads, progress=not args.quiet,
+                              lr_schedule=args.lr_schedule, seed=args.seed, threads=args.threads,
+                              progress=not args.quiet,
                               callbacks=[SaveEachEpoch(out, extra)], resume=resume and resume[1]),
         lambda m, data: {key: value for key, value in evaluate_sequences(m, data).items()
                          if key in ("nll_per_step", "frame_accuracy", "frames")})
@@ -262,7 +272,12 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
     extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames, "settings": args.settings,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
                                                         "pretrain_epochs", "recurrence", "seed", "validate_every",
-                                                        "valid_ais_chains", "valid_ais_betas")}}
+                                                        "valid_ais_chains", "valid_ais_betas", "lr_schedule",
+                                                        "valid_bound")}}
+    # the certain lower bound over the training frames (as trained, shifts included) validates
+    candidates = torch.from_numpy(distinct_frames(_pick(splits, args.split, args.data), args.transpose)) \
+        if args.valid_bound and valid is not None else None
+
     def fit() -> Any:
         with torch_threads(args.threads):
             return fit_recurrent_rbm(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
@@ -270,6 +285,7 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
                                      patience=args.patience if valid is not None else None,
                                      pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
                                      ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
+                                     valid_candidates=candidates, lr_schedule=args.lr_schedule,
                                      seed=args.seed, threads=args.threads, progress=not args.quiet,
                                      callbacks=[SaveEachEpoch(out, extra)], resume=resume and resume[1])
 
@@ -277,8 +293,11 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    for name, least in (("ais_chains", 1), ("ais_betas", 2), ("max_bits", 0), ("raise_chains", 0)):
+    for name, least in (("ais_chains", 1), ("ais_betas", 2), ("max_bits", 0), ("raise_chains", 0),
+                        ("mass_chains", 0), ("mass_sweeps", 1)):
         check_int("--" + name.replace("_", "-"), getattr(args, name), least=least)
+    if args.mass_chains and not args.lower_bound:
+        raise ConfigurationError("--mass-chains measures the mass on the --lower-bound candidates: give --lower-bound")
     model, config = _load_model(args.model, rbm=True)
     frames = config.get("frames_per_beat", 1) if args.frames_per_beat is None else args.frames_per_beat
     splits = _splits(args.data, frames)
@@ -290,13 +309,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.lower_bound:  # every split's distinct frames, in every key
                 every = [roll for rolls in splits.values() for roll in rolls]
                 candidates = torch.from_numpy(distinct_frames(every, MAX_TRANSPOSE))
-            metrics = _rbm_metrics(model, data, args, candidates)
+            modes = None
+            if args.predict == "map":   # the training split's distinct frames, in every key
+                modes = torch.from_numpy(distinct_frames(_pick(splits, "train", args.data), MAX_TRANSPOSE))
+            metrics = _rbm_metrics(model, data, args, candidates, modes)
         else:
+            for flag, given in (("--lower-bound", args.lower_bound), ("--predict map", args.predict == "map"),
+                                ("--mass-chains", args.mass_chains > 0),
+                                ("--raise-chains", args.raise_chains > 0), ("--accuracy-only", args.accuracy_only)):
+                if given:
+                    raise ConfigurationError(f"{flag} applies to rnn-rbm/rtrbm checkpoints; "
+                                             f"{args.model} holds a {config.get('model')}")
             metrics = evaluate_sequences(model, data)
     result = {"nll_per_step": metrics["nll_per_step"], "frame_accuracy": metrics.get("frame_accuracy"),
               "frames": int(metrics["frames"]), "sequences": len(data), "split": args.split,
               "model": config.get("model")}
-    for key in ("log_z", "nll_interval", "nll_lower_bound", "nll_raise", "nll_raise_interval"):
+    for key in ("log_z", "nll_interval", "nll_lower_bound", "candidate_mass", "candidate_mass_se",
+                "nll_lower_bound_mass", "nll_raise", "nll_raise_interval"):
         if key in metrics:
             result[key] = metrics[key]
     if args.json:
@@ -447,6 +476,10 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--valid-ais-betas", type=int,
                    help="rnn-rbm/rtrbm: AIS temperatures per step for the validation NLL (default 300; short "
                         "schedules are optimistic and misled early stopping, docs/rnn_rbm.md)")
+    t.add_argument("--valid-bound", action="store_const", const=True,
+                   help="rnn-rbm/rtrbm: validate with the certain lower bound on the NLL (each step's Z summed over "
+                        "the distinct training frames, no sampling) instead of AIS: for sets whose frames recur, "
+                        "where a short AIS schedule is optimistic by a varying amount (default: AIS)")
     ais_options(t)
     t.add_argument("--activation", choices=("tanh", "relu"), help="RNN activation (default tanh)")
     t.add_argument("--init", choices=("uniform", "identity"),
@@ -463,6 +496,8 @@ def add_parser(sub: Any) -> None:
                    help="stop after this many epochs without a better validation NLL (default 10)")
     t.add_argument("--batch-size", type=int, help="sequences per update (default 8)")
     t.add_argument("--lr", type=float, help="learning rate (default 0.001)")
+    t.add_argument("--lr-schedule", choices=("constant", "linear"),
+                   help="constant, or linear: decaying to 0 over --epochs (per update) (default constant)")
     t.add_argument("--optimizer", choices=("adam", "rmsprop", "sgd"), help="default adam")
     t.add_argument("--clip", type=float, default=None, help="gradient-norm clipping threshold (default none)")
     t.add_argument("--method", choices=("autograd", "bptt"),
@@ -493,6 +528,17 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--lower-bound", action="store_true",
                    help="rnn-rbm/rtrbm: also nll_lower_bound, a certain lower bound on the NLL: each step's Z "
                         "summed over the distinct frames of every split of --data in every key (±6 semitones)")
+    e.add_argument("--mass-chains", type=int, default=0, metavar="N",
+                   help="with --lower-bound: N Gibbs chains per frame started from the step's distribution "
+                        "restricted to the candidates; after --mass-sweeps sweeps the fraction still on a "
+                        "candidate, candidate_mass, tightens the bound: nll_lower_bound_mass = nll_lower_bound "
+                        "- log candidate_mass, still a lower bound (default 0: off)")
+    e.add_argument("--mass-sweeps", type=int, default=100, metavar="K",
+                   help="Gibbs sweeps of each --mass-chains chain (default 100)")
+    e.add_argument("--predict", choices=("mean", "map"), default="mean",
+                   help="rnn-rbm/rtrbm: the predicted frame of the frame accuracy: 'mean', the mean of 20 Gibbs "
+                        "sweeps from the previous frame thresholded at 0.5; 'map', the most probable frame among "
+                        "the distinct training frames in every key (±6 semitones) (default mean)")
     e.add_argument("--accuracy-only", action="store_true",
                    help="rnn-rbm/rtrbm: frame accuracy only, no log Z (seconds where AIS over a long test "
                         "split takes an hour; nll_per_step is null)")

@@ -21,19 +21,23 @@ high, and the true NLL lies between them up to their standard errors and q's dis
 With ``candidates`` (e.g. every distinct frame of the data), ``nll_lower_bound`` sums each step's
 Z_t over those frames only: a bound without sampling error that forward AIS must not undercut.
 
-Frame accuracy (Bay et al. 2009) = TP / (TP + FP + FN) summed over frames, the predicted frame
-being E[v_t | v_<t] > 0.5, E estimated by the mean of E[v | h] over ``predict_steps`` Gibbs
-sweeps of the step's RBM started at v_{t−1}.
+Frame accuracy (Bay et al. 2009) = TP / (TP + FP + FN) summed over frames.  The predicted frame
+is by default E[v_t | v_<t] > 0.5, E estimated by the mean of E[v | h] over ``predict_steps``
+Gibbs sweeps of the step's RBM started at v_{t−1}; with ``predict_candidates`` it is instead the
+most probable of those frames, argmax_s p(s | v_<t) = argmin_s F_t(s) (the mode of the step's
+distribution when its mass sits on recurring frames; take them from the training split only).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ...errors import ConfigurationError
 from ...evaluation import exact
 from ...evaluation.ais import ais_many, raise_many
 from ...validation import check_int
@@ -56,6 +60,17 @@ def log_mean_variance(log_weights: Tensor) -> float:
     return float(w.var(unbiased=True) / (n * w.mean() ** 2))
 
 
+def candidate_scores(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
+                     block: int = 16) -> Iterator[Tensor]:
+    """−F_t(s) for every candidate frame s (rows of ``candidates``, (S, D)) and every row of
+    (b_t, c_t), ``block`` rows at a time: (rows, S) tensors in row order."""
+    candidates = candidates.to(b_t.device, b_t.dtype)
+    field = model.rbm.visible.statistic(candidates) @ model.rbm.weight          # (S, H), once
+    for start in range(0, b_t.shape[0], block):
+        b, c = b_t[start:start + block], c_t[start:start + block]
+        yield b @ candidates.t() + model.rbm.hidden.log_partition(field + c.unsqueeze(1))
+
+
 @torch.no_grad()
 def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
                             block: int = 16) -> Tensor:
@@ -64,55 +79,137 @@ def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor
     is a *certain* lower bound on each log Z_t (no sampling), and F_t(v_t) + it a certain lower
     bound on −log p(v_t | v_<t); it is tight when the steps put their mass on S (music whose frames
     recur: 98.5 % of Nottingham's test frames occur among its 1,252 distinct training frames)."""
-    candidates = candidates.to(b_t.device, b_t.dtype)
-    field = model.rbm.visible.statistic(candidates) @ model.rbm.weight          # (S, H), once
-    parts = []
-    for start in range(0, b_t.shape[0], block):
-        b, c = b_t[start:start + block], c_t[start:start + block]
-        log_f = b @ candidates.t() + model.rbm.hidden.log_partition(field + c.unsqueeze(1))   # (rows, S)
-        parts.append(torch.logsumexp(log_f.double(), 1))
+    parts = [torch.logsumexp(log_f.double(), 1) for log_f in candidate_scores(model, candidates, b_t, c_t, block)]
     return torch.cat(parts) if parts else b_t.new_zeros(0, dtype=torch.float64)
+
+
+@torch.no_grad()
+def most_probable_candidate(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
+                            block: int = 16) -> Tensor:
+    """For each row of (b_t, c_t), the candidate frame of lowest free energy, argmax_s p_t(s):
+    (rows, D), the step's mode among the candidates."""
+    candidates = candidates.to(b_t.device, b_t.dtype)
+    best = [log_f.argmax(1) for log_f in candidate_scores(model, candidates, b_t, c_t, block)]
+    return candidates[torch.cat(best)] if best else b_t.new_zeros(0, candidates.shape[1])
+
+
+def _positions(rows: Tensor, table: Tensor) -> Tensor | None:
+    """The index in ``table`` of each row of ``rows`` (frames compared exactly), or None when one is
+    not there."""
+    where = {r.tobytes(): i for i, r in enumerate(table.detach().cpu().numpy())}
+    found = [where.get(r.tobytes()) for r in rows.detach().to(table.dtype).cpu().numpy()]
+    return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long, device=table.device)
+
+
+def _rows_in(rows: Tensor, table: Tensor) -> Tensor:
+    """Whether each row of ``rows`` is a row of ``table`` (exact comparison), a bool per row."""
+    _, inverse = torch.unique(torch.cat([table, rows]), dim=0, return_inverse=True)
+    return torch.isin(inverse[table.shape[0]:], inverse[:table.shape[0]])
+
+
+@torch.no_grad()
+def _candidate_pass(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor, among: Tensor | None,
+                    chains: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One pass over the candidates' scores −F_t(s): per row the log of the candidate sum
+    (:func:`candidate_log_partition`), the mode among the candidates indexed by ``among``
+    (:func:`most_probable_candidate` over them), and ``chains`` exact draws from p_t restricted to
+    the candidates, p_t(s) / Σ_S p_t (indices, (rows, chains))."""
+    sums, best, starts = [], [], []
+    among = None if among is None else among.to(b_t.device)
+    for log_f in candidate_scores(model, candidates, b_t, c_t):
+        log_f = log_f.double()
+        sums.append(torch.logsumexp(log_f, 1))
+        if among is not None:
+            best.append(among[log_f[:, among].argmax(1)])
+        if chains:
+            starts.append(torch.multinomial(torch.softmax(log_f, 1), chains, replacement=True, generator=generator))
+    cand = candidates.to(b_t)
+    return (torch.cat(sums), cand[torch.cat(best)] if best else None, torch.cat(starts) if starts else None)
+
+
+@torch.no_grad()
+def candidate_mass(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor, starts: Tensor,
+                   sweeps: int, generator: torch.Generator | None = None) -> Tensor:
+    """Per row of (b_t, c_t), whether each chain is on a candidate frame after ``sweeps`` Gibbs sweeps
+    of the step's RBM, started at the candidates indexed by ``starts`` (rows, chains): a bool tensor
+    (rows, chains).
+
+    Started from exact draws of p_t restricted to the candidates S, its mean f̂_K estimates f_K, the
+    probability of S after K sweeps.  The sweep v → h → v is reversible and positive semi-definite
+    under p_t, so f_K ≥ P_t(S) for every K and falls to it as K grows: −log f_K ≤ −log P_t(S) =
+    log Z_t − log Σ_S e^{−F_t}, and adding it to the candidate bound keeps a lower bound on the NLL,
+    a tighter one (mass the chains do not reach within K sweeps stays uncounted)."""
+    chains = starts.shape[1]
+    v = candidates.to(b_t)[starts.reshape(-1)]
+    v = model.gibbs(v, b_t.repeat_interleave(chains, 0), c_t.repeat_interleave(chains, 0), sweeps, generator)
+    return _rows_in(v, candidates.to(b_t)).reshape(-1, chains)
 
 
 @torch.no_grad()
 def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bits: int = 20,
                            ais_chains: int = 32, ais_betas: int = 1000, predict_steps: int = 20,
                            seed: int = 0, batch_size: int = 32, nll: bool = True,
-                           raise_chains: int = 0, candidates: Tensor | None = None) -> dict[str, Any]:
+                           raise_chains: int = 0, candidates: Tensor | None = None,
+                           predict_candidates: Tensor | None = None, mass_chains: int = 0,
+                           mass_sweeps: int = 100) -> dict[str, Any]:
     """``nll_per_step``, ``frame_accuracy``, ``frames``, ``log_z`` ("exact" or "ais") and, with
     AIS, ``nll_se`` and the interval ``nll_low`` / ``nll_high`` = NLL ∓ 3 ``nll_se`` (module docstring);
     with ``raise_chains`` > 0 also ``nll_raise`` and ``nll_raise_se``, the conservative side; with
     ``candidates`` (frames, rows of an (S, D) tensor) also ``nll_lower_bound``, a certain lower
-    bound on the NLL from :func:`candidate_log_partition`.
+    bound on the NLL from :func:`candidate_log_partition`; with ``predict_candidates`` the predicted
+    frame is the most probable of those frames (:func:`most_probable_candidate`, no sampling) instead
+    of the thresholded Gibbs mean; with ``candidates`` and ``mass_chains`` > 0 also ``candidate_mass``
+    (± ``candidate_mass_se``), the pooled f̂_K of :func:`candidate_mass` (K = ``mass_sweeps``), and
+    ``nll_lower_bound_mass`` = ``nll_lower_bound`` − log ``candidate_mass``, still a lower bound on the
+    NLL (−log is convex: the mean of −log f_t is at least −log of their mean), a tighter one (None
+    when no chain stayed on a candidate).
     ``nll=False`` skips the log-likelihood (no log Z: seconds instead of minutes on long test
     sets) and returns ``frame_accuracy`` and ``frames`` only (and ``nll_lower_bound`` with
     ``candidates``), the same accuracy (the predictions and AIS draw from separate generators,
     seeded ``seed`` and ``seed + 1``)."""
     check_int("predict_steps", predict_steps, least=1)
     check_int("raise_chains", raise_chains, least=0)
+    check_int("mass_chains", mass_chains, least=0)
+    check_int("mass_sweeps", mass_sweeps, least=1)
+    if mass_chains and candidates is None:
+        raise ConfigurationError("mass_chains needs candidates (the frames whose mass it measures)")
     w = model.rbm.weight
     data = data.to(w.device, w.dtype)
     generator = torch.Generator(w.device).manual_seed(seed)  # the frame predictions' draws
     ais_generator = torch.Generator(w.device).manual_seed(seed + 1)  # AIS's own: nll=False predicts alike
     raise_generator = torch.Generator(w.device).manual_seed(seed + 2)
+    mass_generator = torch.Generator(w.device).manual_seed(seed + 3)
     probe = model.step_rbm(model.rbm.visible.bias, model.rbm.hidden.bias)
     use_exact = exact.is_tractable(probe, max_bits)
     total, variance, frames, tp, fp, fn = 0.0, 0.0, 0, 0.0, 0.0, 0.0
-    total_raise, variance_raise, total_bound = 0.0, 0.0, 0.0
+    total_raise, variance_raise, total_bound, inside, chains_run = 0.0, 0.0, 0.0, 0, 0
+    # predicting among a subset of the bound's candidates: both from one pass over their scores
+    among = None if candidates is None or predict_candidates is None else _positions(predict_candidates, candidates)
     for batch in data.chunks(batch_size):
         values, mask = batch.values, batch.mask
         b, c = model.biases(values)
         previous = torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], 1)
         real = mask > 0
         vb, vc, vp, vv = b[real], c[real], previous[real], values[real]
-        # predicted frames: mean of E[v | h] over Gibbs sweeps of each step's RBM
-        v, mean = vp, torch.zeros_like(vv)
-        for _ in range(predict_steps):
-            h = model.rbm.hidden.sample(model.hidden_field(v, vc), generator)
-            p = model.visible_mean(h, vb)
-            mean += p
-            v = model.rbm.visible.sample(model.visible_field(h, vb), generator)
-        guess, truth = mean / predict_steps > 0.5, vv > 0.5
+        log_bound = modes = None
+        if candidates is not None and (among is not None or mass_chains):
+            log_bound, modes, starts = _candidate_pass(model, candidates, vb, vc, among, mass_chains, mass_generator)
+            if starts is not None:
+                on = candidate_mass(model, candidates, vb, vc, starts, mass_sweeps, mass_generator)
+                inside, chains_run = inside + int(on.sum()), chains_run + on.numel()
+        if modes is not None:
+            guess = modes > 0.5
+        elif predict_candidates is not None:   # the step's mode among the candidate frames
+            guess = most_probable_candidate(model, predict_candidates, vb, vc) > 0.5
+        else:   # mean of E[v | h] over Gibbs sweeps of each step's RBM, thresholded
+            v, mean = vp, torch.zeros_like(vv)
+            for _ in range(predict_steps):
+                h = model.rbm.hidden.sample(model.hidden_field(v, vc), generator)
+                p = model.visible_mean(h, vb)
+                mean += p
+                v = model.rbm.visible.sample(model.visible_field(h, vb), generator)
+            guess = mean / predict_steps > 0.5
+        truth = vv > 0.5
         tp += float((guess & truth).sum())
         fp += float((guess & ~truth).sum())
         fn += float((~guess & truth).sum())
@@ -121,7 +218,9 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
             continue
         free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
         if candidates is not None:
-            total_bound += free + float(candidate_log_partition(model, candidates, vb, vc).sum())
+            if log_bound is None:
+                log_bound = candidate_log_partition(model, candidates, vb, vc)
+            total_bound += free + float(log_bound.sum())
         if not nll:
             continue
         if use_exact:
@@ -143,6 +242,12 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
     accuracy: dict[str, Any] = {"frame_accuracy": tp / max(tp + fp + fn, 1.0), "frames": frames}
     if candidates is not None:
         accuracy["nll_lower_bound"] = total_bound / frames
+    if chains_run:
+        mass = inside / chains_run
+        accuracy["candidate_mass"] = mass
+        accuracy["candidate_mass_se"] = math.sqrt(mass * (1 - mass) / chains_run)
+        # no chain stayed: −log f_K is not measured (f_K > 0 always), so no tighter bound is claimed
+        accuracy["nll_lower_bound_mass"] = accuracy["nll_lower_bound"] - math.log(mass) if mass > 0 else None
     if not nll:
         return accuracy
     out: dict[str, Any] = {"nll_per_step": total / frames, **accuracy, "log_z": "exact" if use_exact else "ais"}
