@@ -65,7 +65,7 @@ class EpochLog(Callback):
     """Prints each epoch's metrics as one JSON line (long runs: watch the validation NLL)."""
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        print(json.dumps({"epoch": epoch, **{k: round(float(v), 4) for k, v in metrics.items()}}), flush=True)
+        print(json.dumps({"epoch": epoch, **{k: float(f"{float(v):.4g}") for k, v in metrics.items()}}), flush=True)
 
 
 def published(data: Path, name: str) -> float | None:

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    "nll_se": r.get("nll_se"), "raise_chains": args.raise_chains,
                    **({"nll_raise": r["nll_raise"], "nll_raise_se": r["nll_raise_se"]} if args.raise_chains else {}),
                    **{k: r[k] for k in ("nll_lower_bound", "candidate_mass", "candidate_mass_se",
-                                        "nll_lower_bound_mass") if k in r},
+                                        "nll_lower_bound_mass", "nll_lower_bound_mass_se") if k in r},
                    "mass_sweeps": args.mass_sweeps if args.mass_chains else None,
                    "seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads()}
             rows.append(row)

@@ -232,6 +232,9 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     assert sharp["nll_lower_bound"] <= sharp["nll_lower_bound_mass"] <= sharp["nll_per_step"] + noise
     assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--mass-chains", "4"]) == 2
     assert "--lower-bound" in capsys.readouterr().err
+    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--lower-bound",
+                 "--mass-sweeps", "5"]) == 2
+    assert "--mass-chains" in capsys.readouterr().err
 
 
 def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
@@ -239,7 +242,8 @@ def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
                           (["--model", "rnn", "--recurrence", "lstm"], "--recurrence"),
                           (["--model", "rnn-rbm", "--k", "0"], "--k"),
                           (["--model", "rnn-rbm", "--method", "bptt"], "--method"),
-                          (["--model", "lstm", "--valid-bound"], "--valid-bound")):
+                          (["--model", "lstm", "--valid-bound"], "--valid-bound"),
+                          (["--model", "rnn-rbm", "--valid-bound", "--valid-split", "none"], "--valid-bound")):
         out = tmp_path / "never"
         assert main(["sequence", "train", "--data", str(music), "--out", str(out), "--quiet", *args]) == 2
         assert message in capsys.readouterr().err
@@ -299,6 +303,13 @@ def test_transpose_augments_the_training_split_only(tmp_path, music, capsys, mon
     assert main([*base, "--epochs", "2", "--transpose", "1", "--resume", str(tmp_path / "run"),
                  "--out", str(tmp_path / "again")]) == 2
     assert "--transpose 1 (the run has 2)" in capsys.readouterr().err
+    # a run written before --lr-schedule existed ran at a constant rate: a typed schedule contradicts it
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    del config["settings"]["lr_schedule"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    assert main([*base, "--epochs", "2", "--lr-schedule", "linear", "--resume", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "again")]) == 2
+    assert "--lr-schedule linear (the run has constant)" in capsys.readouterr().err
     for bad in ("-1", "7"):
         assert main([*base, "--transpose", bad, "--out", str(tmp_path / "never")]) == 2
         assert "--transpose" in capsys.readouterr().err

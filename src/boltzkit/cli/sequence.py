@@ -101,7 +101,8 @@ def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Name
     out = {k: metrics[k] for k in ("nll_per_step", "frame_accuracy", "frames", "log_z")}
     if "nll_low" in metrics:
         out["nll_interval"] = [metrics["nll_low"], metrics["nll_high"]]
-    for key in ("nll_lower_bound", "candidate_mass", "candidate_mass_se", "nll_lower_bound_mass"):
+    for key in ("nll_lower_bound", "candidate_mass", "candidate_mass_se", "nll_lower_bound_mass",
+                "nll_lower_bound_mass_se"):
         if key in metrics:
             out[key] = metrics[key]
     if "nll_raise" in metrics:
@@ -162,6 +163,8 @@ def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor
         settings = {**{k: v for k, v in saved["training"].items() if k != "epochs"}, **shape,
                     "split": saved.get("split", "train"), "frames_per_beat": saved.get("frames_per_beat", 1),
                     "model": kind}
+    # a setting added after the run was written: the run used its default
+    settings = {**{dest: default for dest, (_, default) in RUN_SETTINGS.items()}, **settings}
     args.settings = run_settings(args, RUN_SETTINGS, settings)
     return model, (tensors, saved["training_state"])
 
@@ -175,6 +178,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_rbm_options(args)
     if not Path(args.data).exists():
         raise DataError(f"{args.data}: file not found")
+    if args.valid_bound and args.valid_split == "none":
+        raise ConfigurationError("--valid-bound validates on --valid-split: it cannot be 'none'")
     distributed.check_split(distributed.planned_world(args), args.batch_size, "--batch-size", "sequences")
     launched = distributed.launch(args, cmd_train, getattr(args, "argv", None))
     if launched is not None:
@@ -295,9 +300,10 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
 def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, least in (("ais_chains", 1), ("ais_betas", 2), ("max_bits", 0), ("raise_chains", 0),
                         ("mass_chains", 0), ("mass_sweeps", 1)):
-        check_int("--" + name.replace("_", "-"), getattr(args, name), least=least)
-    if args.mass_chains and not args.lower_bound:
-        raise ConfigurationError("--mass-chains measures the mass on the --lower-bound candidates: give --lower-bound")
+        check_int("--" + name.replace("_", "-"), getattr(args, name), least=least, optional=name == "mass_sweeps")
+    if args.mass_sweeps is not None and not args.mass_chains:
+        raise ConfigurationError("--mass-sweeps sets the sweeps of --mass-chains: give --mass-chains too")
+    args.mass_sweeps = 100 if args.mass_sweeps is None else args.mass_sweeps
     model, config = _load_model(args.model, rbm=True)
     frames = config.get("frames_per_beat", 1) if args.frames_per_beat is None else args.frames_per_beat
     splits = _splits(args.data, frames)
@@ -305,6 +311,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model.check_source(data, f"{args.data} [{args.split}]")
     with torch_threads(args.threads):
         if isinstance(model, RecurrentRBM):
+            if args.mass_chains and not args.lower_bound:
+                raise ConfigurationError("--mass-chains measures the mass on the --lower-bound candidates: "
+                                         "give --lower-bound")
             candidates = None
             if args.lower_bound:  # every split's distinct frames, in every key
                 every = [roll for rolls in splits.values() for roll in rolls]
@@ -325,7 +334,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               "frames": int(metrics["frames"]), "sequences": len(data), "split": args.split,
               "model": config.get("model")}
     for key in ("log_z", "nll_interval", "nll_lower_bound", "candidate_mass", "candidate_mass_se",
-                "nll_lower_bound_mass", "nll_raise", "nll_raise_interval"):
+                "nll_lower_bound_mass", "nll_lower_bound_mass_se", "nll_raise", "nll_raise_interval"):
         if key in metrics:
             result[key] = metrics[key]
     if args.json:
@@ -532,8 +541,9 @@ def add_parser(sub: Any) -> None:
                    help="with --lower-bound: N Gibbs chains per frame started from the step's distribution "
                         "restricted to the candidates; after --mass-sweeps sweeps the fraction still on a "
                         "candidate, candidate_mass, tightens the bound: nll_lower_bound_mass = nll_lower_bound "
-                        "- log candidate_mass, still a lower bound (default 0: off)")
-    e.add_argument("--mass-sweeps", type=int, default=100, metavar="K",
+                        "- log candidate_mass, a lower bound up to its standard error nll_lower_bound_mass_se "
+                        "(default 0: off)")
+    e.add_argument("--mass-sweeps", type=int, metavar="K",
                    help="Gibbs sweeps of each --mass-chains chain (default 100)")
     e.add_argument("--predict", choices=("mean", "map"), default="mean",
                    help="rnn-rbm/rtrbm: the predicted frame of the frame accuracy: 'mean', the mean of 20 Gibbs "

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, DataError
 from ...evaluation import exact
 from ...evaluation.ais import ais_many, raise_many
 from ...validation import check_int
@@ -48,6 +48,10 @@ from .rnn_rbm import RecurrentRBM
 N_STANDARD_ERRORS = 3.0
 #: time steps whose AIS chains anneal as one batch (:func:`boltzkit.evaluation.ais.ais_many`)
 AIS_BLOCK = 256
+#: chains of :func:`candidate_mass` run as one batch
+MASS_BLOCK = 16384
+#: rows × candidates × hidden units of one hidden-term tensor in :func:`candidate_scores`
+SCORE_CHUNK = 1 << 19
 
 
 def log_mean_variance(log_weights: Tensor) -> float:
@@ -61,19 +65,24 @@ def log_mean_variance(log_weights: Tensor) -> float:
 
 
 def candidate_scores(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
-                     block: int = 16) -> Iterator[Tensor]:
+                     block: int = 4) -> Iterator[Tensor]:
     """−F_t(s) for every candidate frame s (rows of ``candidates``, (S, D)) and every row of
-    (b_t, c_t), ``block`` rows at a time: (rows, S) tensors in row order."""
+    (b_t, c_t), ``block`` rows at a time: (rows, S) tensors in row order.  The hidden terms are summed
+    over :data:`SCORE_CHUNK` candidate–unit pairs per row block at a time, which keeps the work in
+    cache (3× faster than one (rows, S, H) tensor for S = 8,183, H = 300)."""
     candidates = candidates.to(b_t.device, b_t.dtype)
     field = model.rbm.visible.statistic(candidates) @ model.rbm.weight          # (S, H), once
+    log_partition = model.rbm.hidden.log_partition
     for start in range(0, b_t.shape[0], block):
-        b, c = b_t[start:start + block], c_t[start:start + block]
-        yield b @ candidates.t() + model.rbm.hidden.log_partition(field + c.unsqueeze(1))
+        b, c = b_t[start:start + block], c_t[start:start + block].unsqueeze(1)
+        chunk = max(1, SCORE_CHUNK // (b.shape[0] * field.shape[1]))
+        hidden = [log_partition(field[i:i + chunk] + c) for i in range(0, field.shape[0], chunk)]
+        yield b @ candidates.t() + torch.cat(hidden, 1)
 
 
 @torch.no_grad()
 def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
-                            block: int = 16) -> Tensor:
+                            block: int = 4) -> Tensor:
     """log Σ_{s ∈ S} exp(−F_t(s)) for each row of (b_t, c_t), float64: the step partition functions
     summed over the candidate frames S only (rows of ``candidates``).  Z_t ≥ Σ_S exp(−F_t), so this
     is a *certain* lower bound on each log Z_t (no sampling), and F_t(v_t) + it a certain lower
@@ -85,7 +94,7 @@ def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor
 
 @torch.no_grad()
 def most_probable_candidate(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor,
-                            block: int = 16) -> Tensor:
+                            block: int = 4) -> Tensor:
     """For each row of (b_t, c_t), the candidate frame of lowest free energy, argmax_s p_t(s):
     (rows, D), the step's mode among the candidates."""
     candidates = candidates.to(b_t.device, b_t.dtype)
@@ -138,11 +147,18 @@ def candidate_mass(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Te
     probability of S after K sweeps.  The sweep v → h → v is reversible and positive semi-definite
     under p_t, so f_K ≥ P_t(S) for every K and falls to it as K grows: −log f_K ≤ −log P_t(S) =
     log Z_t − log Σ_S e^{−F_t}, and adding it to the candidate bound keeps a lower bound on the NLL,
-    a tighter one (mass the chains do not reach within K sweeps stays uncounted)."""
-    chains = starts.shape[1]
-    v = candidates.to(b_t)[starts.reshape(-1)]
-    v = model.gibbs(v, b_t.repeat_interleave(chains, 0), c_t.repeat_interleave(chains, 0), sweeps, generator)
-    return _rows_in(v, candidates.to(b_t)).reshape(-1, chains)
+    a tighter one (mass the chains do not reach within K sweeps stays uncounted).  Runs
+    :data:`MASS_BLOCK` chains at a time."""
+    chains, candidates = starts.shape[1], candidates.to(b_t)
+    rows = max(1, MASS_BLOCK // chains)
+    parts = []
+    for start in range(0, b_t.shape[0], rows):
+        block = slice(start, start + rows)
+        v = candidates[starts[block].reshape(-1)]
+        v = model.gibbs(v, b_t[block].repeat_interleave(chains, 0), c_t[block].repeat_interleave(chains, 0),
+                        sweeps, generator)
+        parts.append(_rows_in(v, candidates).reshape(-1, chains))
+    return torch.cat(parts) if parts else torch.zeros(0, chains, dtype=torch.bool, device=b_t.device)
 
 
 @torch.no_grad()
@@ -159,10 +175,13 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
     bound on the NLL from :func:`candidate_log_partition`; with ``predict_candidates`` the predicted
     frame is the most probable of those frames (:func:`most_probable_candidate`, no sampling) instead
     of the thresholded Gibbs mean; with ``candidates`` and ``mass_chains`` > 0 also ``candidate_mass``
-    (± ``candidate_mass_se``), the pooled f̂_K of :func:`candidate_mass` (K = ``mass_sweeps``), and
-    ``nll_lower_bound_mass`` = ``nll_lower_bound`` − log ``candidate_mass``, still a lower bound on the
-    NLL (−log is convex: the mean of −log f_t is at least −log of their mean), a tighter one (None
-    when no chain stayed on a candidate).
+    (± ``candidate_mass_se``, the binomial standard error of the pooled chains, conservative for
+    frames with different f_t), the pooled f̂_K of :func:`candidate_mass` (K = ``mass_sweeps``), and
+    ``nll_lower_bound_mass`` = ``nll_lower_bound`` − log ``candidate_mass`` (± ``nll_lower_bound_mass_se``
+    = se / f̂): with the exact pooled f_K a lower bound on the NLL (−log is convex: the mean of
+    −log f_t is at least −log of their mean), a tighter one; f̂ carries sampling error, so it is a
+    lower bound up to about that standard error (None when no chain stayed on a candidate).
+    ``candidates`` are made distinct first (a repeated frame would count twice in the bound).
     ``nll=False`` skips the log-likelihood (no log Z: seconds instead of minutes on long test
     sets) and returns ``frame_accuracy`` and ``frames`` only (and ``nll_lower_bound`` with
     ``candidates``), the same accuracy (the predictions and AIS draw from separate generators,
@@ -173,6 +192,12 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
     check_int("mass_sweeps", mass_sweeps, least=1)
     if mass_chains and candidates is None:
         raise ConfigurationError("mass_chains needs candidates (the frames whose mass it measures)")
+    for name, frames in (("candidates", candidates), ("predict_candidates", predict_candidates)):
+        if frames is not None and (frames.dim() != 2 or frames.shape[1] != model.n_visible or not len(frames)):
+            raise DataError(f"{name} must be a non-empty (S, {model.n_visible}) tensor of frames, got shape "
+                            f"{tuple(frames.shape)}")
+    if candidates is not None:
+        candidates = torch.unique(candidates, dim=0)
     w = model.rbm.weight
     data = data.to(w.device, w.dtype)
     generator = torch.Generator(w.device).manual_seed(seed)  # the frame predictions' draws
@@ -248,6 +273,7 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         accuracy["candidate_mass_se"] = math.sqrt(mass * (1 - mass) / chains_run)
         # no chain stayed: −log f_K is not measured (f_K > 0 always), so no tighter bound is claimed
         accuracy["nll_lower_bound_mass"] = accuracy["nll_lower_bound"] - math.log(mass) if mass > 0 else None
+        accuracy["nll_lower_bound_mass_se"] = accuracy["candidate_mass_se"] / mass if mass > 0 else None
     if not nll:
         return accuracy
     out: dict[str, Any] = {"nll_per_step": total / frames, **accuracy, "log_z": "exact" if use_exact else "ais"}

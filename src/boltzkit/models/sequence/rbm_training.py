@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ...errors import ConfigurationError
 from ...training import Callback, EarlyStopping, Trainer, TrainingConfig
 from ...training.callbacks import PeriodicCallback
 from ...validation import check_int
@@ -73,6 +74,8 @@ def fit_recurrent_rbm(model: RecurrentRBM, train: SequenceBatches, valid: Sequen
     linear decay to zero over ``epochs`` (:data:`~boltzkit.training.config.LR_SCHEDULES`)."""
     check_int("epochs", epochs, least=1)
     check_int("pretrain_epochs", pretrain_epochs, least=0)
+    if valid_candidates is not None and valid is None:
+        raise ConfigurationError("valid_candidates validates with the certain bound: give valid data too")
     if pretrain_epochs and resume is None:
         pretrain_rbm(model, train, pretrain_epochs, seed=seed, progress=progress)
     config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, weight_decay=0.0,
