@@ -33,7 +33,7 @@ import torch
 
 from bench_music_rnn import PUBLISHED_RNN, TimeLimit, source
 from boltzkit import checkpoint
-from boltzkit.data.music import N_NOTES, distinct_frames, load_music, transposed
+from boltzkit.data.music import N_NOTES, load_music, split_frames, transposed
 from boltzkit.models.sequence import (
     LSTM,
     RNN,
@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid-ais-betas", type=int, default=200)  # 50 misled early stopping (BENCHMARKS §11)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--keep-last", action="store_true",
-                   help="keep the last epoch rather than the best validated one (with --lr-schedule linear; "
-                        "a lower bound over candidates rises while an early, broad model sharpens)")
+                   help="keep the last epoch rather than the best validated one, and never stop early (with "
+                        "--lr-schedule linear; a lower bound over candidates rises while an early, broad model "
+                        "sharpens)")
     p.add_argument("--valid-bound", action="store_true",
                    help="validate with the certain lower bound over the distinct training frames instead of AIS "
                         "(no sampling noise; for sets whose frames recur, e.g. Nottingham)")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     train = source(transposed(splits["train"], args.transpose))
     test = first_pieces(source(splits["test"]), args.test_frames)
     valid = SequenceBatches(source(splits["valid"]).inputs[: args.valid_pieces])
-    candidates = torch.from_numpy(distinct_frames(splits["train"], args.transpose)) \
+    candidates = torch.from_numpy(split_frames(splits, ["train"], args.transpose)) \
         if args.valid_bound else None
     rows = []
     for name in args.models:
@@ -192,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             pretrain_epochs=0 if args.init_from else args.pretrain_epochs, seed=args.seed, lr_schedule=args.lr_schedule,
             callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas,
                                               candidates=candidates),
-                       EarlyStopping("valid_nll", args.patience, mode="min", restore_best=not args.keep_last,
-                                     verbose=False), limit, EpochLog()])
+                       *([] if args.keep_last else [EarlyStopping("valid_nll", args.patience, mode="min",
+                                                                  verbose=False)]), limit, EpochLog()])
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         result = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=args.ais_betas,

@@ -5,7 +5,8 @@ optimistic; this reports the NLL per step at each of ``--ais-betas`` so the rema
 as the change between the last two schedules.  ``--raise-chains N`` adds RAISE's NLL, the
 conservative side of the bracket (it errs high where forward AIS errs low).  ``--lower-bound`` adds the
 certain lower bound over candidate frames (``--mass-chains N``: tightened by the mass the chains find
-on them), ``--predict map`` scores the most probable training frame, and ``--ais-betas 0`` skips AIS.
+on them), ``--predict map`` scores the most probable training frame (``frame-mean``: their exact
+mean), and ``--ais-betas 0`` skips AIS.
 
     OMP_NUM_THREADS=1 python benchmarks/rescore_rnn_rbm.py --data ../shared/data/polyphonic-music/Nottingham.mat \\
         --test-frames 3000 --ais-betas 2000,10000 runs/music/Nottingham-rnn-rbm-lstm --out rescore.json
@@ -25,7 +26,7 @@ import torch
 from bench_music_rnn import source
 from bench_rnn_rbm import first_pieces
 from boltzkit import checkpoint
-from boltzkit.data.music import MAX_TRANSPOSE, distinct_frames, load_music
+from boltzkit.data.music import load_music, split_frames
 from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
 
 
@@ -56,17 +57,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --lower-bound: chains per frame measuring the mass on the candidates "
                         "(nll_lower_bound_mass, a tighter lower bound) (default 0: off)")
     p.add_argument("--mass-sweeps", type=int, default=100)
-    p.add_argument("--predict", choices=("mean", "map"), default="mean",
-                   help="predicted frame: thresholded Gibbs mean, or the most probable distinct training frame "
-                        "in any key (default mean)")
+    p.add_argument("--predict", choices=("mean", "map", "frame-mean"), default="mean",
+                   help="predicted frame: thresholded Gibbs mean, the most probable distinct training frame in "
+                        "any key, or the exact mean over those frames thresholded at 0.5 (default mean)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     splits = load_music(args.data)
     test = first_pieces(source(splits["test"]), args.test_frames)
-    candidates = torch.from_numpy(distinct_frames([r for rolls in splits.values() for r in rolls], MAX_TRANSPOSE)) \
-        if args.lower_bound else None
-    modes = torch.from_numpy(distinct_frames(splits["train"], MAX_TRANSPOSE)) if args.predict == "map" else None
+    candidates = torch.from_numpy(split_frames(splits)) if args.lower_bound else None
+    modes = torch.from_numpy(split_frames(splits, ["train"])) if args.predict != "mean" else None
     if args.pieces is not None:
         try:
             pieces = test.inputs[piece_slice(args.pieces)]
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=max(betas, 2),
                                        seed=args.seed, nll=betas > 0, raise_chains=args.raise_chains,
                                        candidates=candidates, predict_candidates=modes,
+                                       predict_rule={"mean": None, "map": "map", "frame-mean": "mean"}[args.predict],
                                        mass_chains=args.mass_chains, mass_sweeps=args.mass_sweeps)
             row = {"model": directory.name, "ais_betas": betas, "nll_per_step": r.get("nll_per_step"),
                    "nll_interval": [r["nll_low"], r["nll_high"]] if "nll_low" in r else None,

@@ -62,11 +62,15 @@ def test_train_evaluate_diagnose(tmp_path, music, capsys, kind):
     assert result["nll_per_step"] < 1.5 and 0 <= result["frame_accuracy"] <= 1
     saved = json.loads((out / "test_metrics.json").read_text())
     assert abs(saved["test"]["nll_per_step"] - result["nll_per_step"]) < 1e-6
-    for flags, message in ((["--predict", "map"], "--predict map"), (["--lower-bound"], "--lower-bound"),
+    for flags, message in ((["--predict", "map"], "--predict map"), (["--predict", "frame-mean"], "frame-mean"),
+                           (["--lower-bound"], "--lower-bound"),
                            (["--accuracy-only"], "--accuracy-only"), (["--raise-chains", "2"], "--raise-chains"),
                            (["--lower-bound", "--mass-chains", "2"], "--lower-bound")):   # RNN-RBM options only
         assert main(["sequence", "evaluate", str(out), "--data", str(music), *flags]) == 2
         assert message in capsys.readouterr().err
+    for flag in (["--frames-from", str(music)], ["--gibbs-steps", "5"]):     # RNN-RBM options only
+        assert main(["sequence", "generate", str(out), *flag, "--npy", str(tmp_path / "x.npy")]) == 2
+        assert flag[0] in capsys.readouterr().err and not (tmp_path / "x.npy").exists()
     assert main(["sequence", "diagnose", str(out), "--data", str(music), "--json"]) == 0
     flow = json.loads(capsys.readouterr().out)
     assert (out / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
@@ -165,9 +169,19 @@ def test_rbm_models_train_evaluate_generate(tmp_path, music, capsys, kind, extra
     rolls = np.load(tmp_path / "g.npy")
     assert rolls.shape == (2, 12, 88) and set(np.unique(rolls)) <= {0, 1}
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
-    from boltzkit.data.music import midi_to_piano_roll
+    from boltzkit.data.music import distinct_frames, load_music, midi_to_piano_roll
     roll = midi_to_piano_roll(tmp_path / "g-1.mid")
     assert np.array_equal(roll[:12], rolls[0][:len(roll)])
+    # every frame an exact draw among the training split's distinct frames in every key
+    assert main(["sequence", "generate", str(out), "-n", "3", "--steps", "10", "--frames-from", str(music),
+                 "--npy", str(tmp_path / "r.npy")]) == 0
+    restricted = np.load(tmp_path / "r.npy")
+    frames = torch.from_numpy(distinct_frames(load_music(music)["train"], 6))
+    expected = model.generate(3, 10, generator=torch.Generator().manual_seed(0), candidates=frames)
+    assert np.array_equal(restricted, expected.numpy().astype(np.uint8))
+    assert main(["sequence", "generate", str(out), "--frames-from", str(music), "--gibbs-steps", "5",
+                 "--npy", str(tmp_path / "x.npy")]) == 2
+    assert "--gibbs-steps" in capsys.readouterr().err and not (tmp_path / "x.npy").exists()
 
 
 def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
@@ -204,14 +218,27 @@ def test_rbm_evaluate_with_ais_reports_an_interval(tmp_path, music, capsys):
     from boltzkit.data.music import MAX_TRANSPOSE, distinct_frames, load_music
     from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
 
-    assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--predict", "map",
+    # a model that favours the four arpeggio keys: the mode is one of them (accuracy > 0), while no
+    # note reaches probability ½, so the thresholded mean predicts empty frames (accuracy 0)
+    biased = RTRBM(88, 6, seed=0)
+    with torch.no_grad():
+        biased.rbm.visible.bias.fill_(-6.0)
+        biased.rbm.visible.bias[[40, 44, 48, 52]] = 1.0
+    checkpoint.save(tmp_path / "biased", biased)
+    assert main(["sequence", "evaluate", str(tmp_path / "biased"), "--data", str(music), "--json", "--predict", "map",
                  "--accuracy-only"]) == 0
     mapped = json.loads(capsys.readouterr().out)
     splits = load_music(music)
     modes = torch.from_numpy(distinct_frames(splits["train"], MAX_TRANSPOSE))
     test = SequenceBatches([torch.from_numpy(r).float() for r in splits["test"]])
-    expected = evaluate_recurrent_rbm(checkpoint.load(tmp_path / "m"), test, predict_candidates=modes, nll=False)
+    expected = evaluate_recurrent_rbm(biased, test, predict_candidates=modes, nll=False)
     assert mapped["frame_accuracy"] == pytest.approx(expected["frame_accuracy"], abs=1e-12)
+    assert main(["sequence", "evaluate", str(tmp_path / "biased"), "--data", str(music), "--json", "--predict",
+                 "frame-mean", "--accuracy-only"]) == 0
+    meaned = json.loads(capsys.readouterr().out)
+    expected = evaluate_recurrent_rbm(biased, test, predict_candidates=modes, predict_rule="mean", nll=False)
+    assert meaned["frame_accuracy"] == pytest.approx(expected["frame_accuracy"], abs=1e-12)
+    assert mapped["frame_accuracy"] > 0.1 and meaned["frame_accuracy"] == 0.0
     assert main(["sequence", "evaluate", str(tmp_path / "m"), "--data", str(music), "--json", "--lower-bound",
                  "--mass-chains", "4", "--mass-sweeps", "3"]) == 0
     massed = json.loads(capsys.readouterr().out)

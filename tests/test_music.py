@@ -197,3 +197,22 @@ def test_distinct_frames_are_the_unique_rows_in_every_key():
     assert shifted.shape == (6, 88) and shifted.dtype == np.float32
     assert {tuple(np.flatnonzero(f)) for f in shifted} == {(39,), (40,), (41,), (39, 43), (40, 44), (41, 45)}
     assert distinct_frames([]).shape == (0, 88)
+
+
+def test_music_statistics_count_new_frames_and_accompaniment_changes():
+    """Two hand-written pieces: piece 1 holds a low C for 3 frames then a low D for 2 while the melody
+    moves every frame; piece 2 repeats one frame 3 times.  New frames: 4 of 4 steps, then 0 of 2;
+    accompaniment changes: 1, then 0, so 8 frames / (1 change + 2 pieces)."""
+    from boltzkit.data.music import LOW_KEYS, LOWEST_NOTE
+
+    c3, d3, melody = 48 - LOWEST_NOTE, 50 - LOWEST_NOTE, [72 - LOWEST_NOTE + i for i in range(5)]
+    one = np.zeros((5, 88), np.uint8)
+    one[:3, c3] = one[3:, d3] = 1
+    one[np.arange(5), melody] = 1
+    two = np.zeros((3, 88), np.uint8)
+    two[:, [c3, melody[0]]] = 1
+    stats = music_statistics([one, two])
+    assert c3 < LOW_KEYS <= melody[0]
+    assert stats["frames"] == 8 and stats["notes_per_frame"] == pytest.approx(16 / 8)
+    assert stats["new_frame_rate"] == pytest.approx(4 / 6)
+    assert stats["frames_per_low_change"] == pytest.approx(8 / 3)

@@ -209,15 +209,15 @@ def test_map_prediction_is_the_exact_mode_of_each_step_and_scores_as_written_out
     W = model.rbm.weight
     neg_f = b @ every.t() + torch.nn.functional.softplus(c.unsqueeze(1) + (every @ W).unsqueeze(0)).sum(-1)
     assert torch.equal(most_probable_candidate(model, every, b, c, block=3), every[neg_f.argmax(1)])
-    from boltzkit.models.sequence import candidate_log_partition, rbm_evaluation
+    from boltzkit.models.sequence import candidate_log_partition, rnn_rbm
 
     whole = candidate_log_partition(model, every, b, c)
     assert torch.allclose(whole, torch.logsumexp(neg_f.detach().double(), 1), atol=1e-12)
-    rbm_evaluation.SCORE_CHUNK, saved = 7, rbm_evaluation.SCORE_CHUNK      # 2 candidates per hidden-term chunk
+    rnn_rbm.SCORE_CHUNK, saved = 7, rnn_rbm.SCORE_CHUNK      # 2 candidates per hidden-term chunk
     try:
         assert torch.allclose(candidate_log_partition(model, every, b, c, block=2), whole, atol=1e-12)
     finally:
-        rbm_evaluation.SCORE_CHUNK = saved
+        rnn_rbm.SCORE_CHUNK = saved
     subset = every[1::3]
     assert torch.equal(most_probable_candidate(model, subset, b, c), subset[neg_f[:, 1::3].argmax(1)])
     guess, truth = every[neg_f.argmax(1)] > 0.5, x.reshape(-1, 4) > 0.5
@@ -235,6 +235,87 @@ def test_map_prediction_is_the_exact_mode_of_each_step_and_scores_as_written_out
         assert both["nll_lower_bound"] == pytest.approx(expected_bound, abs=1e-9)
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_mean_prediction_is_the_restricted_mean_of_each_step_thresholded(name):
+    """``candidate_mean`` over all 2^4 frames is the exact E[v_t | v_<t] (probabilities written out
+    with softplus); over a subset S it is Σ_S s p_t(s) / Σ_S p_t(s); ``predict_rule="mean"`` scores
+    that mean thresholded at ½, alone or in the pass it shares with the bound over a superset."""
+    from boltzkit.models.sequence import candidate_mean
+
+    model = MODELS[name]()
+    x = data(2, 5, 3)
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    b, c = (t.reshape(-1, t.shape[-1]) for t in model.biases(x))
+    W = model.rbm.weight
+    neg_f = (b @ every.t() + torch.nn.functional.softplus(c.unsqueeze(1) + (every @ W).unsqueeze(0)).sum(-1)).detach()
+    p = torch.softmax(neg_f, 1)
+    assert torch.allclose(candidate_mean(model, every, b, c, block=3), p @ every, atol=1e-12)
+    subset = every[[1, 4, 6, 7, 12]]
+    p_s = torch.softmax(neg_f[:, [1, 4, 6, 7, 12]], 1)
+    mean = p_s @ subset
+    assert torch.allclose(candidate_mean(model, subset, b, c), mean, atol=1e-12)
+    guess, truth = mean > 0.5, x.reshape(-1, 4) > 0.5
+    tp, fp, fn = (guess & truth).sum(), (guess & ~truth).sum(), (~guess & truth).sum()
+    expected = int(tp) / int(tp + fp + fn)
+    seqs = SequenceBatches(list(x))
+    alone = evaluate_recurrent_rbm(model, seqs, predict_candidates=subset, predict_rule="mean", nll=False)
+    assert alone["frame_accuracy"] == pytest.approx(expected, abs=1e-12)
+    shared = evaluate_recurrent_rbm(model, seqs, candidates=every, predict_candidates=subset, predict_rule="mean",
+                                    nll=False)
+    assert shared["frame_accuracy"] == alone["frame_accuracy"]
+    with pytest.raises(ConfigurationError, match="predict_rule"):
+        evaluate_recurrent_rbm(model, seqs, predict_candidates=subset, predict_rule="median", nll=False)
+    with pytest.raises(ConfigurationError, match="predict_candidates"):
+        evaluate_recurrent_rbm(model, seqs, predict_rule="mean", nll=False)
+    doubled = torch.cat([subset, subset[:2]])                         # a repeated candidate counts once
+    assert torch.allclose(candidate_mean(model, doubled, b, c), mean, atol=1e-12)
+    # accuracy=False: the same bound and NLL, no predicted frames
+    full = evaluate_recurrent_rbm(model, seqs, candidates=every[::2])
+    bare = evaluate_recurrent_rbm(model, seqs, candidates=every[::2], accuracy=False)
+    assert "frame_accuracy" not in bare and bare == {k: v for k, v in full.items() if k != "frame_accuracy"}
+    with pytest.raises(ConfigurationError, match="accuracy=False"):
+        evaluate_recurrent_rbm(model, seqs, predict_candidates=subset, accuracy=False)
+    from boltzkit.models.sequence.rbm_evaluation import _positions
+
+    assert _positions(torch.cat([every[[5, 0]], every[[9]] + 2]), every).tolist() == [5, 0, -1]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_generation_restricted_to_candidates_draws_the_exact_restricted_law(name):
+    """With ``candidates`` S, a generated 2-step sequence (v_1, v_2) has the law
+    p_1(v_1 | S) p_2(v_2 | v_1, S), p_t(· | S) ∝ e^{−F_t} on S (enumerated through the model's own
+    recurrence): 20,000 draws match each of the 25 pair probabilities within 4.5 standard errors (a
+    miss has chance < 2e-4 over all pairs), never leave S, and repeat under the same seed."""
+    model = MODELS[name]()
+    every = torch.tensor([[(s >> i) & 1 for i in range(4)] for s in range(16)], dtype=torch.float64)
+    chosen = [0, 3, 5, 10, 15]
+    subset = every[chosen]
+    with torch.no_grad():
+        pairs = torch.stack([torch.stack([subset[i], subset[j]]) for i in range(5) for j in range(5)])   # (25, 2, 4)
+        b, c = model.biases(pairs)
+        neg_f = [(b[:, t] @ subset.t() + torch.nn.functional.softplus(c[:, t].unsqueeze(1) + subset @ model.rbm.weight)
+                  .sum(-1)) for t in range(2)]                                        # (25, 5) each
+        p1, p2 = torch.softmax(neg_f[0][0], 0), torch.softmax(neg_f[1], 1)
+        law = torch.tensor([float(p1[i] * p2[5 * i + j, j]) for i in range(5) for j in range(5)], dtype=torch.float64)
+    n = 20000
+    draws = model.generate(n, 2, generator=torch.Generator().manual_seed(0), candidates=torch.cat([subset, subset]))
+    code = (draws * torch.tensor([1.0, 2, 4, 8], dtype=draws.dtype)).sum(-1).long()      # frame → 0..15
+    position = torch.full((16,), -1, dtype=torch.long)
+    position[chosen] = torch.arange(5)
+    index = position[code]
+    assert bool((index >= 0).all())
+    counts = torch.bincount(5 * index[:, 0] + index[:, 1], minlength=25).double() / n
+    se = torch.sqrt(law * (1 - law) / n)
+    assert torch.all((counts - law).abs() < 4.5 * se + 1e-9), (counts, law)
+    again = model.generate(n, 2, generator=torch.Generator().manual_seed(0), candidates=subset)
+    assert torch.equal(draws, again)
+    for bad, message in ((every[:, :3], "candidates"), (every * 0.5, "binary"), (every.numpy(), "torch tensor")):
+        with pytest.raises(DataError, match=message):
+            model.generate(2, 2, candidates=bad)
+    with pytest.raises(ConfigurationError, match="gibbs_steps"):
+        model.generate(2, 2, gibbs_steps=5, candidates=subset)
+
+
 def test_candidate_mass_from_chains_started_in_the_candidates_tightens_the_bound_and_stays_below(monkeypatch):
     """f_K, the probability of the candidate set S after K Gibbs sweeps from p_t restricted to S, by
     the exact transition matrix of the sweep (16 visible × 8 hidden states): it falls with K and stays
@@ -243,7 +324,7 @@ def test_candidate_mass_from_chains_started_in_the_candidates_tightens_the_bound
     estimate must match f_K, not P_t(S), within 4 standard errors on two steps with different biases;
     bound − log f̂ lies between the candidate bound and the exact NLL."""
     from boltzkit.models.sequence import rbm_evaluation
-    from boltzkit.models.sequence.rbm_evaluation import _candidate_pass, candidate_mass, candidate_scores
+    from boltzkit.models.sequence.rbm_evaluation import _candidate_pass, candidate_mass
 
     model = MODELS["rnn-rbm"]()
     with torch.no_grad():
@@ -256,7 +337,7 @@ def test_candidate_mass_from_chains_started_in_the_candidates_tightens_the_bound
     W = model.rbm.weight.detach()
     with torch.no_grad():
         b, c = (t.reshape(-1, t.shape[-1])[[0, 2]] for t in model.biases(data(1, 3, 0)))   # two steps
-        log_p = torch.cat(list(candidate_scores(model, every, b, c)))
+        log_p = torch.cat(list(model.frame_scores(every, b, c)))
     exact_f = []
     for row in range(2):
         field_h = c[row] + every @ W                                         # (16, 3)
@@ -275,7 +356,7 @@ def test_candidate_mass_from_chains_started_in_the_candidates_tightens_the_bound
         exact_f.append((f, float(p @ in_s), start[chosen]))
     g = torch.Generator().manual_seed(0)
     chains = 40000
-    _, _, starts = _candidate_pass(model, every[chosen], b, c, None, chains, g)   # the evaluation's own draws
+    _, _, starts = _candidate_pass(model, every[chosen], b, c, None, "map", chains, g)   # the evaluation's own draws
     monkeypatch.setattr(rbm_evaluation, "MASS_BLOCK", 30000)                 # several row blocks
     for k in (1, 3):
         hits = candidate_mass(model, every[chosen], b, c, starts, k, g).double().mean(1)

@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from .. import checkpoint, plot
-from ..data.music import MAX_TRANSPOSE, N_NOTES, distinct_frames, load_music, piano_roll_to_midi, transposed
+from ..data.music import (
+    MAX_TRANSPOSE,
+    N_NOTES,
+    load_music,
+    piano_roll_to_midi,
+    pick_split,
+    split_frames,
+    transposed,
+)
 from ..errors import BoltzkitError, ConfigurationError, DataError, DivergenceError
 from ..models.sequence import (
     LSTM,
@@ -67,12 +75,6 @@ def _source(rolls: list, name: str) -> SequenceBatches:
     return SequenceBatches([torch.from_numpy(r.astype("float32")) for r in rolls], name=name)
 
 
-def _pick(splits: dict[str, list], split: str, path: str) -> list:
-    if split not in splits:
-        raise DataError(f"{path} has no {split!r} split (it has {', '.join(splits)})")
-    return splits[split]
-
-
 def _load_model(directory: str, rbm: bool = False) -> tuple[Any, dict[str, Any]]:
     """A recurrent network (or, with ``rbm``, also an RNN-RBM / RTRBM) checkpoint."""
     kind = (SequenceModel, RecurrentRBM) if rbm else SequenceModel
@@ -88,12 +90,15 @@ def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Name
                  predict_candidates: torch.Tensor | None = None) -> dict[str, Any]:
     """NLL per step (+ interval when AIS was used, RAISE's NLL with ``--raise-chains``, the certain
     lower bound over ``candidates``) and frame accuracy of an RNN-RBM / RTRBM (the predicted frame:
-    the most probable of ``predict_candidates`` when given)."""
+    the most probable of ``predict_candidates`` when given, or with ``--predict frame-mean`` their
+    mean under the step's distribution thresholded at ½)."""
     nll = not getattr(args, "accuracy_only", False)
     metrics = evaluate_recurrent_rbm(model, data, max_bits=args.max_bits, ais_chains=args.ais_chains,
                                      ais_betas=args.ais_betas, seed=args.seed, nll=nll,
                                      raise_chains=getattr(args, "raise_chains", 0), candidates=candidates,
                                      predict_candidates=predict_candidates,
+                                     predict_rule=None if predict_candidates is None else
+                                     "mean" if args.predict == "frame-mean" else "map",
                                      mass_chains=getattr(args, "mass_chains", 0) if candidates is not None else 0,
                                      mass_sweeps=getattr(args, "mass_sweeps", 100))
     if not nll:
@@ -186,13 +191,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launched
     frames = args.frames_per_beat
     splits = _splits(args.data, frames)
-    train = _source(transposed(_pick(splits, args.split, args.data), args.transpose), f"{args.data} [{args.split}]")
+    train = _source(transposed(pick_split(splits, args.split, args.data), args.transpose),
+                    f"{args.data} [{args.split}]")
     valid = None
     if args.valid_split != "none":
         if args.valid_split in splits:
             valid = _source(splits[args.valid_split], f"{args.data} [{args.valid_split}]")
         elif args.valid_split != "valid":
-            raise DataError(f"{args.data} has no {args.valid_split!r} split (it has {', '.join(splits)})")
+            pick_split(splits, args.valid_split, args.data)          # a one-line error naming the splits
     if args.model in RBM_MODELS:
         return _train_rbm(args, out, frames, splits, train, valid, resume)
     if args.recurrence != "rnn":
@@ -280,7 +286,7 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
                                                         "valid_ais_chains", "valid_ais_betas", "lr_schedule",
                                                         "valid_bound")}}
     # the certain lower bound over the training frames (as trained, shifts included) validates
-    candidates = torch.from_numpy(distinct_frames(_pick(splits, args.split, args.data), args.transpose)) \
+    candidates = torch.from_numpy(split_frames(splits, [args.split], args.transpose, args.data)) \
         if args.valid_bound and valid is not None else None
 
     def fit() -> Any:
@@ -307,23 +313,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, config = _load_model(args.model, rbm=True)
     frames = config.get("frames_per_beat", 1) if args.frames_per_beat is None else args.frames_per_beat
     splits = _splits(args.data, frames)
-    data = _source(_pick(splits, args.split, args.data), f"{args.data} [{args.split}]")
+    data = _source(pick_split(splits, args.split, args.data), f"{args.data} [{args.split}]")
     model.check_source(data, f"{args.data} [{args.split}]")
     with torch_threads(args.threads):
         if isinstance(model, RecurrentRBM):
             if args.mass_chains and not args.lower_bound:
                 raise ConfigurationError("--mass-chains measures the mass on the --lower-bound candidates: "
                                          "give --lower-bound")
-            candidates = None
-            if args.lower_bound:  # every split's distinct frames, in every key
-                every = [roll for rolls in splits.values() for roll in rolls]
-                candidates = torch.from_numpy(distinct_frames(every, MAX_TRANSPOSE))
-            modes = None
-            if args.predict == "map":   # the training split's distinct frames, in every key
-                modes = torch.from_numpy(distinct_frames(_pick(splits, "train", args.data), MAX_TRANSPOSE))
+            # the bound's candidates: every split's distinct frames in every key; the prediction's: the training split's
+            candidates = torch.from_numpy(split_frames(splits, source=args.data)) if args.lower_bound else None
+            modes = torch.from_numpy(split_frames(splits, ["train"], source=args.data)) \
+                if args.predict in ("map", "frame-mean") else None
             metrics = _rbm_metrics(model, data, args, candidates, modes)
         else:
-            for flag, given in (("--lower-bound", args.lower_bound), ("--predict map", args.predict == "map"),
+            for flag, given in (("--lower-bound", args.lower_bound),
+                                (f"--predict {args.predict}", args.predict != "mean"),
                                 ("--mass-chains", args.mass_chains > 0),
                                 ("--raise-chains", args.raise_chains > 0), ("--accuracy-only", args.accuracy_only)):
                 if given:
@@ -355,7 +359,10 @@ def _midi_paths(path: Path, n: int) -> list[Path]:
 def cmd_generate(args: argparse.Namespace) -> int:
     check_int("-n", args.n, least=1)
     check_int("--steps", args.steps, least=1)
-    check_int("--gibbs-steps", args.gibbs_steps, least=1)
+    if args.gibbs_steps is not None:
+        check_int("--gibbs-steps", args.gibbs_steps, least=1)
+    if args.frames_from is not None and args.gibbs_steps is not None:
+        raise ConfigurationError("--frames-from draws each frame exactly, without Gibbs sweeps: drop --gibbs-steps")
     if args.midi is None and args.png is None and args.npy is None:
         raise ConfigurationError("give at least one of --midi, --png, --npy")
     midi = _midi_paths(output_file(args.midi, "--midi"), args.n) if args.midi else []
@@ -367,9 +374,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model, config = _load_model(args.model, rbm=True)
     frames = int(config.get("frames_per_beat", 1))
     generator = torch.Generator().manual_seed(args.seed)
+    candidates = None
+    for flag, value in (("--frames-from", args.frames_from), ("--gibbs-steps", args.gibbs_steps)):
+        if value is not None and not isinstance(model, RecurrentRBM):
+            raise ConfigurationError(f"{flag} applies to rnn-rbm/rtrbm checkpoints; {args.model} holds a "
+                                     f"{config.get('model')}")
+    if args.frames_from is not None:
+        candidates = torch.from_numpy(split_frames(_splits(args.frames_from, frames), ["train"],
+                                                   source=args.frames_from))
+        if not len(candidates):
+            raise DataError(f"--frames-from {args.frames_from}: its training split has no frames")
     with torch_threads(args.threads):
         if isinstance(model, RecurrentRBM):
-            rolls = model.generate(args.n, args.steps, args.gibbs_steps, generator)
+            rolls = model.generate(args.n, args.steps, args.gibbs_steps, generator, candidates)
         else:
             rolls = model.generate(torch.zeros(args.n, model.n_input), args.steps, generator)
     rolls_np = (rolls > 0.5).to(torch.uint8).numpy()
@@ -417,7 +434,7 @@ def _save_rolls(rolls: Any, path: Path, title: str) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     model, config = _load_model(args.model)
     frames = config.get("frames_per_beat", 1) if args.frames_per_beat is None else args.frames_per_beat
-    rolls = _pick(_splits(args.data, frames), args.split, args.data)
+    rolls = pick_split(_splits(args.data, frames), args.split, args.data)
     if not 0 <= args.index < len(rolls):
         raise BoltzkitError(f"--index must be in 0..{len(rolls) - 1}, got {args.index}")
     roll = rolls[args.index][:args.steps] if args.steps else rolls[args.index]
@@ -545,10 +562,11 @@ def add_parser(sub: Any) -> None:
                         "(default 0: off)")
     e.add_argument("--mass-sweeps", type=int, metavar="K",
                    help="Gibbs sweeps of each --mass-chains chain (default 100)")
-    e.add_argument("--predict", choices=("mean", "map"), default="mean",
+    e.add_argument("--predict", choices=("mean", "map", "frame-mean"), default="mean",
                    help="rnn-rbm/rtrbm: the predicted frame of the frame accuracy: 'mean', the mean of 20 Gibbs "
                         "sweeps from the previous frame thresholded at 0.5; 'map', the most probable frame among "
-                        "the distinct training frames in every key (±6 semitones) (default mean)")
+                        "the distinct training frames in every key (±6 semitones); 'frame-mean', the exact mean "
+                        "of the step's distribution restricted to those frames, thresholded at 0.5 (default mean)")
     e.add_argument("--accuracy-only", action="store_true",
                    help="rnn-rbm/rtrbm: frame accuracy only, no log Z (seconds where AIS over a long test "
                         "split takes an hour; nll_per_step is null)")
@@ -559,9 +577,13 @@ def add_parser(sub: Any) -> None:
     g.add_argument("model", metavar="DIR", help="checkpoint directory written by 'sequence train'")
     g.add_argument("-n", type=int, default=1, help="pieces (default 1)")
     g.add_argument("--steps", type=int, default=64, help="frames per piece (default 64)")
-    g.add_argument("--gibbs-steps", type=int, default=GENERATE_GIBBS_STEPS,
+    g.add_argument("--gibbs-steps", type=int, default=None,
                    help=f"rnn-rbm/rtrbm: Gibbs sweeps per frame, started at the previous frame "
                         f"(default {GENERATE_GIBBS_STEPS}; fewer keep its notes too often)")
+    g.add_argument("--frames-from", metavar="DATA", default=None,
+                   help="rnn-rbm/rtrbm: draw each frame exactly from the step's distribution restricted to the "
+                        "distinct frames of DATA's training split in every key (±6 semitones): no chain to mix, "
+                        "no frame the data never use, no new frame either (default off: Gibbs sweeps)")
     g.add_argument("--midi", metavar="FILE", help="MIDI file (FILE-1.mid … for several pieces) (default none)")
     g.add_argument("--png", metavar="FILE", help="piano-roll picture (default none)")
     g.add_argument("--npy", metavar="FILE", help="the rolls as a (n, steps, 88) uint8 array (default none)")

@@ -42,6 +42,8 @@ _MAT_KEYS = {"traindata": "train", "validdata": "valid", "testdata": "test"}
 MIDI_SUFFIXES = (".mid", ".midi")
 #: largest transposition (:func:`transposed`): −6…+6 semitones reach every key of the octave
 MAX_TRANSPOSE = 6
+#: keys of the piano roll below A3 (MIDI 57): :func:`music_statistics`' accompaniment
+LOW_KEYS = 57 - LOWEST_NOTE
 #: longest MIDI piece read, in frames (17.6 MB as a piano roll; 27 hours at 1 frame per beat and
 #: 120 bpm): a few damaged bytes can claim 2^28 ticks, which would be a 22 GiB roll
 MAX_FRAMES = 200_000
@@ -259,11 +261,19 @@ def load_split(path: PathType, split: str = "train", frames_per_beat: int = 1) -
     return splits[split]
 
 
-def music_statistics(rolls: list[np.ndarray]) -> dict[str, float]:
-    """Pieces, frames and mean notes per frame of a split."""
+def music_statistics(rolls: list[np.ndarray], low_keys: int = LOW_KEYS) -> dict[str, float]:
+    """Pieces, frames and mean notes per frame of a split (or of generated pieces), and two
+    measures of motion: ``new_frame_rate``, the fraction of steps whose frame differs from the one
+    before, and ``frames_per_low_change``, the frames per change of the notes on the lowest
+    ``low_keys`` keys (below A3 by default: the accompaniment of Nottingham's tunes), pooled as
+    frames / (changes + pieces)."""
     frames = sum(r.shape[0] for r in rolls)
+    steps = sum(max(r.shape[0] - 1, 0) for r in rolls)
+    new = sum(int((r[1:] != r[:-1]).any(-1).sum()) for r in rolls)
+    low = sum(int((r[1:, :low_keys] != r[:-1, :low_keys]).any(-1).sum()) for r in rolls)
     return {"sequences": len(rolls), "frames": frames,
-            "notes_per_frame": float(sum(r.sum() for r in rolls)) / max(frames, 1)}
+            "notes_per_frame": float(sum(r.sum() for r in rolls)) / max(frames, 1),
+            "new_frame_rate": new / max(steps, 1), "frames_per_low_change": frames / max(low + len(rolls), 1)}
 
 
 def transposed(rolls: list[np.ndarray], semitones: int) -> list[np.ndarray]:
@@ -289,3 +299,21 @@ def distinct_frames(rolls: list[np.ndarray], semitones: int = 0) -> np.ndarray:
     if not shifted:
         return np.zeros((0, N_NOTES), np.float32)
     return np.unique(np.concatenate(shifted).astype(np.uint8), axis=0).astype(np.float32)
+
+
+def split_frames(splits: dict[str, list[np.ndarray]], names: list[str] | None = None,
+                 semitones: int = MAX_TRANSPOSE, source: str = "data") -> np.ndarray:
+    """:func:`distinct_frames` of the named splits of :func:`load_music`'s ``splits`` (default every
+    split) in every key up to ``semitones``: the candidate frames of an RNN-RBM's certain bound (every
+    split), of its map or mean prediction and of restricted generation (the training split only).
+    A missing split is a :class:`DataError` naming ``source``."""
+    names = list(splits) if names is None else names
+    return distinct_frames([roll for name in names for roll in pick_split(splits, name, source)], semitones)
+
+
+def pick_split(splits: dict[str, list[np.ndarray]], name: str, source: str = "data") -> list[np.ndarray]:
+    """The ``name`` split of :func:`load_music`'s ``splits``; a missing one is a :class:`DataError`
+    naming ``source`` and the splits it has."""
+    if name not in splits:
+        raise DataError(f"{source} has no {name!r} split (it has {', '.join(splits)})")
+    return splits[name]

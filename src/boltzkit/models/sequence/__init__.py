@@ -24,7 +24,13 @@ from .diagnostics import (
     plot_gradient_flow,
 )
 from .lstm import LSTM
-from .rbm_evaluation import candidate_log_partition, candidate_mass, evaluate_recurrent_rbm, most_probable_candidate
+from .rbm_evaluation import (
+    candidate_log_partition,
+    candidate_mass,
+    candidate_mean,
+    evaluate_recurrent_rbm,
+    most_probable_candidate,
+)
 from .rbm_training import RecurrentRBMValidation, fit_recurrent_rbm, pretrain_rbm
 from .rnn import RNN
 from .rnn_rbm import RNNRBM, RTRBM, RecurrentRBM, RecurrentRBMStep, exact_log_likelihood, log_partition_enumerated
@@ -37,5 +43,5 @@ __all__ = ["RNN", "LSTM", "SequenceModel", "SequenceBatches", "SequenceStep", "G
            "plot_gradient_flow", "pad_sequences", "evaluate_sequences", "fit_sequences", "make_optimizer",
            "ValidationLoss", "RNNRBM", "RTRBM", "RecurrentRBM", "RecurrentRBMStep", "exact_log_likelihood",
            "log_partition_enumerated", "evaluate_recurrent_rbm", "candidate_log_partition", "most_probable_candidate",
-           "candidate_mass",
+           "candidate_mass", "candidate_mean",
            "RecurrentRBMValidation", "fit_recurrent_rbm", "pretrain_rbm"]

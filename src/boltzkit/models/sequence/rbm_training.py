@@ -38,13 +38,13 @@ class RecurrentRBMValidation(PeriodicCallback):
                  max_bits: int = 20, name: str = "valid_nll", candidates: torch.Tensor | None = None) -> None:
         super().__init__(every)
         self.data, self.name, self.candidates = data, name, candidates
-        self.options = dict(ais_chains=ais_chains, ais_betas=ais_betas, max_bits=max_bits, predict_steps=1)
+        self.options = dict(ais_chains=ais_chains, ais_betas=ais_betas, max_bits=max_bits, accuracy=False)
 
     def measure(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if self.candidates is None:
             metrics[self.name] = evaluate_recurrent_rbm(trainer.model, self.data, **self.options)["nll_per_step"]
         else:
-            metrics[self.name] = evaluate_recurrent_rbm(trainer.model, self.data, nll=False, predict_steps=1,
+            metrics[self.name] = evaluate_recurrent_rbm(trainer.model, self.data, nll=False, accuracy=False,
                                                         candidates=self.candidates)["nll_lower_bound"]
 
 
