@@ -26,6 +26,7 @@ import torch
 from bench_music_rnn import source
 from bench_rnn_rbm import first_pieces
 from boltzkit import checkpoint
+from boltzkit.cli.sequence import PREDICT_RULES
 from boltzkit.data.music import load_music, split_frames
 from boltzkit.models.sequence import SequenceBatches, evaluate_recurrent_rbm
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --lower-bound: chains per frame measuring the mass on the candidates "
                         "(nll_lower_bound_mass, a tighter lower bound) (default 0: off)")
     p.add_argument("--mass-sweeps", type=int, default=100)
-    p.add_argument("--predict", choices=("mean", "map", "frame-mean"), default="mean",
+    p.add_argument("--predict", choices=tuple(PREDICT_RULES), default="mean",
                    help="predicted frame: thresholded Gibbs mean, the most probable distinct training frame in "
                         "any key, or the exact mean over those frames thresholded at 0.5 (default mean)")
     p.add_argument("--seed", type=int, default=0)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_music(args.data)
     test = first_pieces(source(splits["test"]), args.test_frames)
     candidates = torch.from_numpy(split_frames(splits)) if args.lower_bound else None
-    modes = torch.from_numpy(split_frames(splits, ["train"])) if args.predict != "mean" else None
+    modes = torch.from_numpy(split_frames(splits, ["train"])) if PREDICT_RULES[args.predict] else None
     if args.pieces is not None:
         try:
             pieces = test.inputs[piece_slice(args.pieces)]
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_recurrent_rbm(model, test, ais_chains=args.ais_chains, ais_betas=max(betas, 2),
                                        seed=args.seed, nll=betas > 0, raise_chains=args.raise_chains,
                                        candidates=candidates, predict_candidates=modes,
-                                       predict_rule={"mean": None, "map": "map", "frame-mean": "mean"}[args.predict],
+                                       predict_rule=PREDICT_RULES[args.predict],
                                        mass_chains=args.mass_chains, mass_sweeps=args.mass_sweeps)
             row = {"model": directory.name, "ais_betas": betas, "nll_per_step": r.get("nll_per_step"),
                    "nll_interval": [r["nll_low"], r["nll_high"]] if "nll_low" in r else None,

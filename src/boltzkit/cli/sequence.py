@@ -66,6 +66,10 @@ from .common import (
     save_run,
 )
 
+#: ``--predict``: the Gibbs mean (no candidates), or the rule over the training frames
+#: (``evaluate_recurrent_rbm(predict_rule=…)``)
+PREDICT_RULES: dict[str, str | None] = {"mean": None, "map": "map", "frame-mean": "mean"}
+
 
 def _splits(path: str, frames_per_beat: int) -> dict[str, list]:
     return load_music(path, frames_per_beat)
@@ -97,8 +101,7 @@ def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Name
                                      ais_betas=args.ais_betas, seed=args.seed, nll=nll,
                                      raise_chains=getattr(args, "raise_chains", 0), candidates=candidates,
                                      predict_candidates=predict_candidates,
-                                     predict_rule=None if predict_candidates is None else
-                                     "mean" if args.predict == "frame-mean" else "map",
+                                     predict_rule=None if predict_candidates is None else PREDICT_RULES[args.predict],
                                      mass_chains=getattr(args, "mass_chains", 0) if candidates is not None else 0,
                                      mass_sweeps=getattr(args, "mass_sweeps", 100))
     if not nll:
@@ -323,7 +326,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             # the bound's candidates: every split's distinct frames in every key; the prediction's: the training split's
             candidates = torch.from_numpy(split_frames(splits, source=args.data)) if args.lower_bound else None
             modes = torch.from_numpy(split_frames(splits, ["train"], source=args.data)) \
-                if args.predict in ("map", "frame-mean") else None
+                if PREDICT_RULES[args.predict] is not None else None
             metrics = _rbm_metrics(model, data, args, candidates, modes)
         else:
             for flag, given in (("--lower-bound", args.lower_bound),
@@ -562,7 +565,7 @@ def add_parser(sub: Any) -> None:
                         "(default 0: off)")
     e.add_argument("--mass-sweeps", type=int, metavar="K",
                    help="Gibbs sweeps of each --mass-chains chain (default 100)")
-    e.add_argument("--predict", choices=("mean", "map", "frame-mean"), default="mean",
+    e.add_argument("--predict", choices=tuple(PREDICT_RULES), default="mean",
                    help="rnn-rbm/rtrbm: the predicted frame of the frame accuracy: 'mean', the mean of 20 Gibbs "
                         "sweeps from the previous frame thresholded at 0.5; 'map', the most probable frame among "
                         "the distinct training frames in every key (±6 semitones); 'frame-mean', the exact mean "
