@@ -330,7 +330,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             metrics = _rbm_metrics(model, data, args, candidates, modes)
         else:
             for flag, given in (("--lower-bound", args.lower_bound),
-                                (f"--predict {args.predict}", args.predict != "mean"),
+                                (f"--predict {args.predict}", PREDICT_RULES[args.predict] is not None),
                                 ("--mass-chains", args.mass_chains > 0),
                                 ("--raise-chains", args.raise_chains > 0), ("--accuracy-only", args.accuracy_only)):
                 if given:

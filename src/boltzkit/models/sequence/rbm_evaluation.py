@@ -77,7 +77,11 @@ def candidate_log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor
     bound on −log p(v_t | v_<t); it is tight when the steps put their mass on S (music whose frames
     recur: 98.5 % of Nottingham's test frames occur among its 1,252 distinct training frames).  A
     repeated candidate counts once."""
-    candidates = model.check_frames(candidates)
+    return _log_partition(model, model.check_frames(candidates), b_t, c_t, block)
+
+
+def _log_partition(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor, block: int = 4) -> Tensor:
+    """:func:`candidate_log_partition` over candidates already made distinct (:meth:`check_frames`)."""
     parts = [torch.logsumexp(log_f.double(), 1) for log_f in model.frame_scores(candidates, b_t, c_t, block)]
     return torch.cat(parts) if parts else b_t.new_zeros(0, dtype=torch.float64)
 
@@ -87,7 +91,7 @@ def most_probable_candidate(model: RecurrentRBM, candidates: Tensor, b_t: Tensor
                             block: int = 4) -> Tensor:
     """For each row of (b_t, c_t), the candidate frame of lowest free energy, argmax_s p_t(s):
     (rows, D), the step's mode among the candidates."""
-    return _candidate_prediction(model, candidates, b_t, c_t, "map", block)
+    return _candidate_prediction(model, model.check_frames(candidates), b_t, c_t, "map", block)
 
 
 def _positions(rows: Tensor, table: Tensor) -> Tensor:
@@ -112,13 +116,14 @@ def candidate_mean(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Te
     """For each row of (b_t, c_t), E[v] under p_t restricted to the candidate frames S,
     Σ_{s ∈ S} s e^{−F_t(s)} / Σ_{s ∈ S} e^{−F_t(s)}: (rows, D), each unit's probability of being on
     given that the frame is one of S (exact, no sampling; a repeated candidate counts once)."""
-    return _candidate_prediction(model, candidates, b_t, c_t, "mean", block)
+    return _candidate_prediction(model, model.check_frames(candidates), b_t, c_t, "mean", block)
 
 
 def _candidate_prediction(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: Tensor, rule: str,
                           block: int = 4) -> Tensor:
-    """:func:`_prediction` by ``rule`` for every row of (b_t, c_t), over the distinct candidates."""
-    candidates = model.check_frames(candidates).to(b_t.device, b_t.dtype)
+    """:func:`_prediction` by ``rule`` for every row of (b_t, c_t), over candidates already made
+    distinct (:meth:`~.rnn_rbm.RecurrentRBM.check_frames`)."""
+    candidates = candidates.to(b_t.device, b_t.dtype)
     out = [_prediction(log_f, candidates, rule) for log_f in model.frame_scores(candidates, b_t, c_t, block)]
     return torch.cat(out) if out else b_t.new_zeros(0, candidates.shape[1])
 
@@ -132,13 +137,13 @@ def _candidate_pass(model: RecurrentRBM, candidates: Tensor, b_t: Tensor, c_t: T
     :func:`candidate_mean`), and ``chains`` exact draws from p_t restricted to the candidates,
     p_t(s) / Σ_S p_t (indices, (rows, chains))."""
     sums, predictions, starts = [], [], []
-    cand = candidates.to(b_t)
     among = None if among is None else among.to(b_t.device)
+    chosen = None if among is None else candidates.to(b_t)[among]       # once, not per row block
     for log_f in model.frame_scores(candidates, b_t, c_t):
         log_f = log_f.double()
         sums.append(torch.logsumexp(log_f, 1))
         if among is not None:
-            predictions.append(_prediction(log_f[:, among], cand[among], rule))
+            predictions.append(_prediction(log_f[:, among], chosen, rule))
         if chains:
             starts.append(torch.multinomial(torch.softmax(log_f, 1), chains, replacement=True, generator=generator))
     return (torch.cat(sums), torch.cat(predictions) if predictions else None, torch.cat(starts) if starts else None)
@@ -266,7 +271,7 @@ def evaluate_recurrent_rbm(model: RecurrentRBM, data: SequenceBatches, *, max_bi
         free = float(model.free_energy(values, b, c)[real].double().sum())   # −log p = F_t + log Z_t
         if candidates is not None:
             if log_bound is None:
-                log_bound = candidate_log_partition(model, candidates, vb, vc)
+                log_bound = _log_partition(model, candidates, vb, vc)   # checked once, above
             total_bound += free + float(log_bound.sum())
         if not nll:
             continue
