@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-hidden", type=int, default=100, help="hidden units of the rnn/lstm baselines")
     p.add_argument("--baseline-lr", type=float, default=2e-3, help="Adam learning rate of the rnn/lstm baselines")
     p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--pretrain-rnn-epochs", type=int, default=0,
+                   help="rnn-rbm models: epochs of the recurrent cell alone as a next-step predictor after the RBM's")
     p.add_argument("--seconds", type=float, default=120.0, help="training wall-clock limit per model")
     p.add_argument("--valid-every", type=int, default=5)
     p.add_argument("--valid-pieces", type=int, default=20)
@@ -190,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         trainer = fit_recurrent_rbm(
             model, train, None, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, k=args.k,
-            pretrain_epochs=0 if args.init_from else args.pretrain_epochs, seed=args.seed, lr_schedule=args.lr_schedule,
+            pretrain_epochs=0 if args.init_from else args.pretrain_epochs,
+            pretrain_rnn_epochs=0 if args.init_from or name == "rtrbm" else args.pretrain_rnn_epochs,
+            seed=args.seed, lr_schedule=args.lr_schedule,
             callbacks=[RecurrentRBMValidation(valid, args.valid_every, ais_chains=8, ais_betas=args.valid_ais_betas,
                                               candidates=candidates),
                        *([] if args.keep_last else [EarlyStopping("valid_nll", args.patience, mode="min",

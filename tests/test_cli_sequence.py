@@ -270,6 +270,10 @@ def test_rbm_bad_options_exit_2_and_write_nothing(tmp_path, music, capsys):
                           (["--model", "rnn-rbm", "--k", "0"], "--k"),
                           (["--model", "rnn-rbm", "--method", "bptt"], "--method"),
                           (["--model", "lstm", "--valid-bound"], "--valid-bound"),
+                          (["--model", "rnn", "--k", "3"], "--k is an option of --model rnn-rbm|rtrbm"),
+                          (["--model", "lstm", "--pretrain-epochs", "2"], "--pretrain-epochs"),
+                          (["--model", "rtrbm", "--pretrain-rnn-epochs", "2"], "--pretrain-rnn-epochs"),
+                          (["--model", "rnn-rbm", "--pretrain-rnn-epochs", "-1"], "--pretrain-rnn-epochs"),
                           (["--model", "rnn-rbm", "--valid-bound", "--valid-split", "none"], "--valid-bound")):
         out = tmp_path / "never"
         assert main(["sequence", "train", "--data", str(music), "--out", str(out), "--quiet", *args]) == 2
@@ -345,7 +349,10 @@ def test_transpose_augments_the_training_split_only(tmp_path, music, capsys, mon
 
 @pytest.mark.parametrize("kind,extra", [("rnn", ["--hidden", "12"]), ("rnn", ["--hidden", "12", "--transpose", "1"]),
                                         ("rnn-rbm", ["--hidden", "6", "--recurrent", "8", "--k", "2",
-                                                     "--pretrain-epochs", "1"])])
+                                                     "--pretrain-epochs", "1", "--pretrain-rnn-epochs", "1"]),
+                                        ("rnn-rbm", ["--hidden", "6", "--recurrent", "8", "--k", "2",
+                                                     "--recurrence", "lstm"]),
+                                        ("rtrbm", ["--hidden", "6", "--k", "2", "--pretrain-epochs", "1"])])
 def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tmp_path, music, kind, extra):
     """Every epoch's checkpoint carries the trainer's state; --resume continues it (settings from the
     checkpoint, --epochs the new total) and ends exactly where the uninterrupted run ends, with the

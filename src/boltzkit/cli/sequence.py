@@ -122,7 +122,8 @@ def _rbm_metrics(model: RecurrentRBM, data: SequenceBatches, args: argparse.Name
 
 def _check_rbm_options(args: argparse.Namespace) -> None:
     for flag, name, least in (("--hidden", "n_hidden", 1), ("--recurrent", "n_recurrent", 1), ("--k", "k", 1),
-                              ("--pretrain-epochs", "pretrain_epochs", 0), ("--ais-chains", "ais_chains", 1),
+                              ("--pretrain-epochs", "pretrain_epochs", 0),
+                              ("--pretrain-rnn-epochs", "pretrain_rnn_epochs", 0), ("--ais-chains", "ais_chains", 1),
                               ("--ais-betas", "ais_betas", 2), ("--max-bits", "max_bits", 0),
                               ("--validate-every", "validate_every", 1), ("--valid-ais-chains", "valid_ais_chains", 1),
                               ("--valid-ais-betas", "valid_ais_betas", 2), ("--epochs", "epochs", 1),
@@ -144,6 +145,7 @@ def _save_run(out: Path, model: Any, extra: dict[str, Any], trainer: Any = None)
 RUN_SETTINGS: dict[str, tuple[str, Any]] = {
     "model": ("--model", "rnn"), "recurrence": ("--recurrence", "rnn"), "n_hidden": ("--hidden", 100),
     "n_recurrent": ("--recurrent", 100), "k": ("--k", 15), "pretrain_epochs": ("--pretrain-epochs", 0),
+    "pretrain_rnn_epochs": ("--pretrain-rnn-epochs", 0),
     "validate_every": ("--validate-every", 1), "valid_ais_chains": ("--valid-ais-chains", 8),
     "valid_ais_betas": ("--valid-ais-betas", 300), "activation": ("--activation", "tanh"),
     "init": ("--init", "uniform"), "split": ("--split", "train"), "patience": ("--patience", 10),
@@ -153,6 +155,11 @@ RUN_SETTINGS: dict[str, tuple[str, Any]] = {
     "transpose": ("--transpose", 0), "lr_schedule": ("--lr-schedule", "constant"),
     "valid_bound": ("--valid-bound", False),
 }
+
+
+#: the run settings that only the RNN-RBM and RTRBM use (refused for --model rnn|lstm)
+RBM_ONLY_SETTINGS = ("n_recurrent", "k", "pretrain_epochs", "pretrain_rnn_epochs", "validate_every",
+                     "valid_ais_chains", "valid_ais_betas", "valid_bound")
 
 
 def _resume(args: argparse.Namespace) -> tuple[Any, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None:
@@ -206,8 +213,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_rbm(args, out, frames, splits, train, valid, resume)
     if args.recurrence != "rnn":
         raise BoltzkitError("--recurrence is an option of --model rnn-rbm")
-    if args.valid_bound:
-        raise BoltzkitError("--valid-bound is an option of --model rnn-rbm|rtrbm")
+    for name in RBM_ONLY_SETTINGS:
+        flag, default = RUN_SETTINGS[name]
+        if getattr(args, name) != default:
+            raise BoltzkitError(f"{flag} is an option of --model rnn-rbm|rtrbm")
     common = dict(output="sigmoid", loss="cross_entropy", task="next_step", seed=args.seed)
     if resume is not None:
         model = resume[0]
@@ -277,15 +286,16 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
         model: RecurrentRBM = resume[0]
         model.check_source(train, f"{args.data} [{args.split}]")
     elif args.model == "rtrbm":
-        if args.recurrence != "rnn":
-            raise BoltzkitError("--recurrence is an option of --model rnn-rbm (the RTRBM's recurrence is its "
-                                "hidden means)")
+        if args.recurrence != "rnn" or args.pretrain_rnn_epochs:
+            raise BoltzkitError("--recurrence and --pretrain-rnn-epochs are options of --model rnn-rbm (the RTRBM's "
+                                "recurrence is its hidden means)")
         model = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
     else:
         model = RNNRBM(N_NOTES, args.n_hidden, args.n_recurrent, recurrence=args.recurrence, seed=args.seed)
     extra = {"data": str(args.data), "split": args.split, "frames_per_beat": frames, "settings": args.settings,
              "training": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "k", "patience",
-                                                        "pretrain_epochs", "recurrence", "seed", "validate_every",
+                                                        "pretrain_epochs", "pretrain_rnn_epochs", "recurrence",
+                                                        "seed", "validate_every",
                                                         "valid_ais_chains", "valid_ais_betas", "lr_schedule",
                                                         "valid_bound")}}
     # the certain lower bound over the training frames (as trained, shifts included) validates
@@ -297,7 +307,8 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
             return fit_recurrent_rbm(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
                                      lr=args.lr, optimizer=args.optimizer, k=args.k,
                                      patience=args.patience if valid is not None else None,
-                                     pretrain_epochs=args.pretrain_epochs, validate_every=args.validate_every,
+                                     pretrain_epochs=args.pretrain_epochs,
+                                     pretrain_rnn_epochs=args.pretrain_rnn_epochs, validate_every=args.validate_every,
                                      ais_chains=args.valid_ais_chains, ais_betas=args.valid_ais_betas,
                                      valid_candidates=candidates, lr_schedule=args.lr_schedule,
                                      seed=args.seed, threads=args.threads, progress=not args.quiet,
@@ -498,6 +509,9 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--k", type=int, help="rnn-rbm/rtrbm: Gibbs sweeps of CD-k per step (default 15)")
     t.add_argument("--pretrain-epochs", type=int,
                    help="rnn-rbm/rtrbm: epochs of CD on all frames for the shared RBM first (default 0)")
+    t.add_argument("--pretrain-rnn-epochs", type=int,
+                   help="rnn-rbm: then epochs of the recurrent cell alone as a next-step predictor (σ outputs, "
+                        "cross-entropy, --lr) (default 0)")
     t.add_argument("--validate-every", type=int,
                    help="rnn-rbm/rtrbm: validation NLL every N epochs (default 1)")
     t.add_argument("--valid-ais-chains", type=int,

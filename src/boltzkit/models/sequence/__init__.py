@@ -31,7 +31,7 @@ from .rbm_evaluation import (
     evaluate_recurrent_rbm,
     most_probable_candidate,
 )
-from .rbm_training import RecurrentRBMValidation, fit_recurrent_rbm, pretrain_rbm
+from .rbm_training import RecurrentRBMValidation, fit_recurrent_rbm, pretrain_rbm, pretrain_recurrence
 from .rnn import RNN
 from .rnn_rbm import RNNRBM, RTRBM, RecurrentRBM, RecurrentRBMStep, exact_log_likelihood, log_partition_enumerated
 from .steps import SequenceStep
@@ -44,4 +44,4 @@ __all__ = ["RNN", "LSTM", "SequenceModel", "SequenceBatches", "SequenceStep", "G
            "ValidationLoss", "RNNRBM", "RTRBM", "RecurrentRBM", "RecurrentRBMStep", "exact_log_likelihood",
            "log_partition_enumerated", "evaluate_recurrent_rbm", "candidate_log_partition", "most_probable_candidate",
            "candidate_mass", "candidate_mean",
-           "RecurrentRBMValidation", "fit_recurrent_rbm", "pretrain_rbm"]
+           "RecurrentRBMValidation", "fit_recurrent_rbm", "pretrain_rbm", "pretrain_recurrence"]
