@@ -71,7 +71,7 @@ ENTRIES: dict[tuple[str, str], dict[str, Any]] = {
     ("MuseData", "rtrbm"): {
         "ais": ("rnn_rbm_MuseData_transpose_rtrbm.json", "rtrbm", "test_nll_per_step"),
         "accuracy": ("rnn_rbm_MuseData_transpose_rtrbm.json", "rtrbm", "frame_accuracy"),
-        "train": [("rnn_rbm_MuseData_transpose_rtrbm.json", "rtrbm")], "note": "§11, --transpose 3"},
+        "train": [("rnn_rbm_MuseData_transpose_rtrbm.json", "rtrbm")], "note": "§11.6, --transpose 3"},
     ("MuseData", "rnn-rbm"): {
         "ais": ("rnn_rbm_MuseData_transpose.json", "rnn-rbm", "test_nll_per_step"),
         "raise": ("raise_muse.json", None, "nll_raise"),
@@ -81,11 +81,11 @@ ENTRIES: dict[tuple[str, str], dict[str, Any]] = {
     ("MuseData", "rnn-rbm-lstm"): {
         "ais": ("rnn_rbm_MuseData_transpose_lstm.json", "rnn-rbm-lstm", "test_nll_per_step"),
         "accuracy": ("rnn_rbm_MuseData_transpose_lstm.json", "rnn-rbm-lstm", "frame_accuracy"),
-        "train": [("rnn_rbm_MuseData_transpose_lstm.json", "rnn-rbm-lstm")], "note": "§11, --transpose 3"},
+        "train": [("rnn_rbm_MuseData_transpose_lstm.json", "rnn-rbm-lstm")], "note": "§11.6, --transpose 3"},
     ("Piano_midi", "rtrbm"): {
         "ais": ("rnn_rbm_Piano_midi_transpose_rtrbm.json", "rtrbm", "test_nll_per_step"),
         "accuracy": ("rnn_rbm_Piano_midi_transpose_rtrbm.json", "rtrbm", "frame_accuracy"),
-        "train": [("rnn_rbm_Piano_midi_transpose_rtrbm.json", "rtrbm")], "note": "§11, --transpose 6"},
+        "train": [("rnn_rbm_Piano_midi_transpose_rtrbm.json", "rtrbm")], "note": "§11.6, --transpose 6"},
     ("Piano_midi", "rnn-rbm"): {
         "ais": ("rnn_rbm_Piano_midi_transpose.json", "rnn-rbm", "test_nll_per_step"),
         "raise": ("raise_piano.json", None, "nll_raise"),
