@@ -3,8 +3,10 @@ LSTM recurrence on each of the four polyphonic-music sets, beside the frame-leve
 the published figures, read from the result files in ``benchmarks/results/``.
 
 Every number is taken from a JSON written by ``bench_rnn_rbm.py``, ``rescore_rnn_rbm.py``,
-``bench_music_rnn.py`` or ``boltzkit sequence evaluate --json``; each of those files records the
-command that produced it (``--commands`` prints them).  Whole test sets throughout.  Forward AIS
+``bench_music_rnn.py`` or ``boltzkit sequence evaluate --json``.  The benchmark scripts' files
+record the command that produced them, with the paths of the machine that ran it
+(``--commands`` prints them); the ``sequence evaluate`` outputs do not, their commands are in
+BENCHMARKS.md §11.4–11.5.  Whole test sets throughout.  Forward AIS
 errs low and RAISE errs high, so the NLL lies between them; the certain lower bound (each Z_t summed
 over the distinct training frames in every key) needs no sampling; "+ mass" tightens it by the
 candidate mass the chains find (a lower bound up to its standard error).

@@ -460,7 +460,12 @@ def test_pretraining_the_recurrence_fits_the_cell_as_a_next_step_predictor(name)
             assert torch.equal(p, others[n]), n
     changed = [n for n, p in model.cell.named_parameters() if not torch.equal(p, cell_before[n])]
     assert any(n not in ("V", "c") for n in changed), changed     # the recurrence itself learned
-    fit_recurrent_rbm(model, source, epochs=1, batch_size=4, k=1, patience=None, pretrain_rnn_epochs=1)
+    # fit_recurrent_rbm runs the stage when asked: the cell's output layer moves only there
+    plain, pretrained = MODELS[name](), MODELS[name]()
+    fit_recurrent_rbm(plain, source, epochs=1, batch_size=4, k=1, patience=None)
+    fit_recurrent_rbm(pretrained, source, epochs=1, batch_size=4, k=1, patience=None, pretrain_rnn_epochs=3)
+    assert torch.equal(plain.cell.V, MODELS[name]().cell.V)
+    assert not torch.equal(pretrained.cell.V, plain.cell.V)
 
 
 def test_pretraining_the_recurrence_refuses_the_rtrbm():

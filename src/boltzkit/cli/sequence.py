@@ -191,6 +191,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_int("--transpose", args.transpose, least=0, most=MAX_TRANSPOSE)
     if args.model in RBM_MODELS:
         _check_rbm_options(args)
+    elif resume is None:   # a resumed run's saved settings were accepted when it started
+        for name in RBM_ONLY_SETTINGS:
+            flag, default = RUN_SETTINGS[name]
+            if getattr(args, name) != default:
+                raise BoltzkitError(f"{flag} is an option of --model rnn-rbm|rtrbm")
     if not Path(args.data).exists():
         raise DataError(f"{args.data}: file not found")
     if args.valid_bound and args.valid_split == "none":
@@ -213,10 +218,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_rbm(args, out, frames, splits, train, valid, resume)
     if args.recurrence != "rnn":
         raise BoltzkitError("--recurrence is an option of --model rnn-rbm")
-    for name in RBM_ONLY_SETTINGS:
-        flag, default = RUN_SETTINGS[name]
-        if getattr(args, name) != default:
-            raise BoltzkitError(f"{flag} is an option of --model rnn-rbm|rtrbm")
     common = dict(output="sigmoid", loss="cross_entropy", task="next_step", seed=args.seed)
     if resume is not None:
         model = resume[0]
@@ -286,9 +287,11 @@ def _train_rbm(args: argparse.Namespace, out: Path, frames: int, splits: dict[st
         model: RecurrentRBM = resume[0]
         model.check_source(train, f"{args.data} [{args.split}]")
     elif args.model == "rtrbm":
-        if args.recurrence != "rnn" or args.pretrain_rnn_epochs:
-            raise BoltzkitError("--recurrence and --pretrain-rnn-epochs are options of --model rnn-rbm (the RTRBM's "
-                                "recurrence is its hidden means)")
+        for flag, given in (("--recurrence", args.recurrence != "rnn"),
+                            ("--pretrain-rnn-epochs", bool(args.pretrain_rnn_epochs))):
+            if given:
+                raise BoltzkitError(f"{flag} is an option of --model rnn-rbm (the RTRBM's recurrence is its "
+                                    "hidden means)")
         model = RTRBM(N_NOTES, args.n_hidden, seed=args.seed)
     else:
         model = RNNRBM(N_NOTES, args.n_hidden, args.n_recurrent, recurrence=args.recurrence, seed=args.seed)

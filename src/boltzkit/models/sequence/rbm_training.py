@@ -62,7 +62,7 @@ def pretrain_rbm(model: RecurrentRBM, train: SequenceBatches, epochs: int, *, k:
     return trainer
 
 
-def pretrain_recurrence(model: RecurrentRBM, train: SequenceBatches, epochs: int, *, lr: float = 1e-3,
+def pretrain_recurrence(model: RNNRBM, train: SequenceBatches, epochs: int, *, lr: float = 1e-3,
                         batch_size: int = 8, optimizer: str = "adam", seed: int = 0, threads: int | None = None,
                         progress: bool = False) -> Trainer:
     """The RNN-RBM's cell trained alone as a next-step predictor, ŷ_t = σ(V u_{t−1} + c) against
