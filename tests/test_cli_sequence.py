@@ -384,6 +384,18 @@ def test_resume_without_training_state_exits_2_and_writes_nothing(tmp_path, musi
     assert not (tmp_path / "never").exists()
 
 
+def test_rnn_run_saved_with_an_rbm_only_setting_still_resumes(tmp_path, music):
+    """Runs written before --model rnn refused --k and the like saved the value it ignored: --resume
+    takes the run's settings as they were accepted, so such a run continues instead of failing."""
+    base = ["sequence", "train", "--data", str(music), "--hidden", "6", "--batch-size", "4", "--quiet"]
+    assert main([*base, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["settings"]["k"] = 3
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    assert main([*base, "--epochs", "2", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "model.safetensors").exists()
+
+
 def test_resume_refuses_a_flag_that_contradicts_the_run(tmp_path, music, capsys):
     """The saved run's settings are the run's: a typed one that differs is an error (it was
     silently replaced by the saved value), repeating the saved value is fine."""
