@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import ConfigurationError, DataError
-from ..sampling.bits import bernoulli
+from ..sampling.logistic import bernoulli_logistic
 from ..validation import check_int
 
 Beta = float | Tensor
@@ -167,7 +167,7 @@ class Bernoulli(Units):
 
     def sample(self, field: Tensor, generator: torch.Generator | None = None,
                beta: Beta = 1.0) -> Tensor:
-        return bernoulli(self.mean(field, beta), generator, inplace=True)
+        return bernoulli_logistic(field, generator, beta)
 
     @property
     def n_states(self) -> int:
@@ -384,8 +384,7 @@ class Spin(Units):
 
     def sample(self, field: Tensor, generator: torch.Generator | None = None,
                beta: Beta = 1.0) -> Tensor:
-        p = torch.sigmoid(2.0 * (field * beta if _is_scaled(beta) else field))
-        return bernoulli(p, generator, inplace=True).mul_(2.0).sub_(1.0)
+        return bernoulli_logistic(field, generator, 2.0 * beta).mul_(2.0).sub_(1.0)  # P(+1) = σ(2βa)
 
     @property
     def n_states(self) -> int:
