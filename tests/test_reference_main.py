@@ -6,11 +6,12 @@ from the old code; here they run with the current code and every tensor must be
 ``torch.equal`` to the stored one (same dtype, shape and bits).  See that script's docstring
 for what each key is and how to regenerate the file.
 
-Bits are only reproducible on the kind of CPU that wrote the file (an Intel Xeon): another
-CPU's matrix-product kernels round differently (on an AMD EPYC the old code itself misses the
-stored bits by up to 4·10⁻⁶).  Where the bits differ, every entry must still agree within
-:data:`CROSS_CPU_TOLERANCE`, about 25 times that rounding and far below what any change of the
-algorithm moves (one update with lr 0.05 moves parameters by ≈ 10⁻³).
+Bits are only reproducible on the kind of CPU that wrote the file (an AMD EPYC): another
+CPU's matrix-product kernels round differently (an earlier file, written on an Intel Xeon,
+was missed by up to 4·10⁻⁶ on the EPYC by the code that wrote it).  Where the bits differ,
+every entry must still agree within :data:`CROSS_CPU_TOLERANCE`, about 25 times that rounding
+and far below what any change of the algorithm moves (one update with lr 0.05 moves
+parameters by ≈ 10⁻³).
 """
 
 from __future__ import annotations

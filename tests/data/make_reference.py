@@ -1,12 +1,12 @@
-"""Reference tensors of boltzkit at commit a3df88b, for a bit-for-bit regression test.
+"""Reference tensors of boltzkit at commit 33f1706, for a bit-for-bit regression test.
 
 ``reference_main.safetensors`` (next to this file) was written by this script run against the
-code of commit a3df88b3502ea5b5ba0c2520c6567f5683124255 (parallel tempering swaps before it
-sweeps and shares one hidden field between the two: the ``pt`` case changed on purpose, every
-other case is bit for bit that of a9c7a3d, which had changed them all with the 16-bit Bernoulli
-draws), torch 2.13.0+cpu, numpy 2.4.6, on CPU with one torch thread::
+code of commit 33f17067b844d65eda8092ba33676238c40234b1 (Bernoulli draws from a field by a
+SplitMix64 level against a table of logits, :mod:`boltzkit.sampling.logistic`: every case
+changed on purpose, as the 16-bit draws of a9c7a3d and the swap-then-sweep of a3df88b had
+changed them before), torch 2.13.0+cpu, numpy 2.4.6, on an AMD EPYC CPU with one torch thread::
 
-    git worktree add /tmp/old a3df88b
+    git worktree add /tmp/old 33f1706
     PYTHONPATH=/tmp/old/src python tests/data/make_reference.py    # [--out FILE]
 
 ``tests/test_reference_main.py`` runs the same case functions with the *current* code and
@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-REFERENCE_COMMIT = "a3df88b3502ea5b5ba0c2520c6567f5683124255"
+REFERENCE_COMMIT = "33f17067b844d65eda8092ba33676238c40234b1"
 REFERENCE_FILE = Path(__file__).resolve().with_name("reference_main.safetensors")
 
 # -- inputs ---------------------------------------------------------------------------------------
