@@ -1,12 +1,13 @@
-"""The shortest eager-PyTorch loop of a CD-k / PCD-k epoch: the floor for code built on torch ops.
+"""The shortest loop of a CD-k / PCD-k epoch of boltzkit's draws and torch calls: a floor for torch-built code.
 
 A yardstick beside the matrix-product roofline.  The roofline times the products alone; this
-loop adds only what an update cannot skip — gathering the batch, the sigmoids of the hidden means, boltzkit's
-Bernoulli draws (:func:`boltzkit.sampling.logistic.bernoulli_logistic`), the bias-gradient means and
-torch's fused SGD step — written inline with no framework around it (no estimator, no model
-protocol, no checks).  What boltzkit's epoch spends beyond this loop is the library's own
-overhead; what this loop spends beyond the roofline is the price of unfused elementwise passes
-over memory, one kernel launch each, which no arrangement of eager torch calls removes.
+loop adds only what an update cannot skip — gathering the batch, the sigmoids of the hidden
+means, boltzkit's Bernoulli draws from a field (:func:`boltzkit.sampling.logistic.bernoulli_logistic`,
+the compiled loop where a C compiler is), the bias-gradient means and torch's fused SGD step —
+written inline with no framework around it (no estimator, no model protocol, no checks).  What
+boltzkit's epoch spends beyond this loop is the library's own overhead; what this loop spends
+beyond the roofline is the price of the elementwise passes over memory, one call each, that
+sit between the products.
 """
 
 from __future__ import annotations

@@ -74,3 +74,16 @@ def test_bench_speed_tiny(method: str, capsys: pytest.CaptureFixture[str]) -> No
     assert len(result["rounds"]) == 2 and result["method"] == f"{method}-1"
     assert ("eager_loop_s" in result["rounds"][0]) == (method != "pt")
     assert all(r["boltzkit_s"] > 0 and r["roofline_s"] > 0 for r in result["rounds"])
+
+
+def test_ab_draws_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/ab_draws.py runs, restores the units' draw, and reports both draws."""
+    import boltzkit.models.units as units
+    from ab_draws import main as ab_main
+
+    before = units.Bernoulli.sample
+    assert ab_main(["--rounds", "1", "--betas", "10", "--n", "200", "--hidden", "8"]) == 0
+    assert units.Bernoulli.sample is before
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["fastest"]) >= {"ais_ms_per_beta_table", "ais_ms_per_beta_sigmoid", "cd_epoch_s_table",
+                                      "cd_epoch_s_sigmoid"}

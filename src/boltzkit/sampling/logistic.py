@@ -94,18 +94,19 @@ def bernoulli_logistic(field: Tensor, generator: torch.Generator | None = None, 
     if isinstance(beta, Tensor):  # per-row temperatures: scale first, then draw at β = 1
         field, beta, scaled = field * beta, 1.0, False
     key = draw_key(generator)
-    if field.dtype == torch.float32:
-        out = native.draw_logistic(field, float(beta), scaled, key, logit_table())
+    work = field if field.dtype in (torch.float32, torch.float64) else field.float()  # bf16, half: float32
+    if work.dtype == torch.float32:
+        out = native.draw_logistic(work, float(beta), scaled, key, logit_table())
         if out is not None:
-            return out
-    return _draw_logistic(field, float(beta), scaled, key)
+            return out.to(field.dtype)
+    return _draw_logistic(work, float(beta), scaled, key).to(field.dtype)
 
 
-def _draw_logistic(field: Tensor, beta: float, scaled: bool, key: int | Tensor) -> Tensor:
-    """The torch operations that :func:`native.draw_logistic` fuses (same bits for float32)."""
-    work = field if field.dtype in (torch.float32, torch.float64) else field.float()
+def _draw_logistic(work: Tensor, beta: float, scaled: bool, key: int | Tensor) -> Tensor:
+    """The torch operations that :func:`native.draw_logistic` fuses (the same bits for float32),
+    for a float32 or float64 ``work``."""
     n = work.numel()
     levels = splitmix_words(key, 0, (n + 3) // 4).view(torch.int16)[:n]
     thresholds = logit_table().take(levels.to(torch.int64).bitwise_and_(_LEVELS - 1)).view(work.shape)
     a = work * beta if scaled else work
-    return torch.lt(thresholds, a).to(field.dtype)
+    return torch.lt(thresholds, a).to(work.dtype)
