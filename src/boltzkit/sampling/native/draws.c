@@ -6,8 +6,8 @@
  * holds four 16-bit levels u (least significant first).  A draw is x = 1 iff
  * table[u] < a, with table[u] = float32(logit((u + ½) / 2^16)) and a the (scaled) field, so
  * P(x = 1) = #{u : table[u] < a} / 2^16 = round(2^16 σ(a)) / 2^16 up to float32 rounding of
- * the table.  Built with -ffp-contract=off and no fast-math: a float32 product and a float32
- * comparison, as torch computes them. */
+ * the table.  Built with -ffp-contract=off and no fast-math: a float32 product as torch computes
+ * it, and a comparison that is exact. */
 #include <stdint.h>
 #include <string.h>
 
@@ -26,15 +26,15 @@ void boltzkit_words(uint64_t key, int64_t first, int64_t n, uint64_t *words) {
         words[i] = mix(state + (uint64_t)(i + 1) * GAMMA);
 }
 
-/* An int32 with the order of the float32 f (for f not NaN; −0 and +0 map to −1 and 0, which no
- * table entry separates), and 0 for NaN, which then compares as "not below" with every entry
- * (table entries are negative where their ordered value is ≥ 0 … see the caller). */
+/* An int32 with the order of the float32 f, for f not NaN: t < v exactly when
+ * ordered(t) < ordered(v).  (−0 and +0 map to −1 and 0; no table entry lies between them.) */
 static inline int32_t ordered(float f) {
     int32_t bits;
     memcpy(&bits, &f, sizeof bits);
     return bits ^ ((bits >> 31) & 0x7FFFFFFF);
 }
 
+/* 0 for NaN, which is below nothing (as a float comparison with NaN is false). */
 static inline int32_t is_number(float f) {
     int32_t bits;
     memcpy(&bits, &f, sizeof bits);
