@@ -8,7 +8,10 @@ ordinary and special values (±0, ±inf, NaN) and on sizes that do not fill a bl
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -113,9 +116,13 @@ def test_compiled_loop_equals_torch_operations(n: int, beta: float) -> None:
         pytest.skip("the compiled loop is not available here")
     g = torch.Generator().manual_seed(n)
     field = torch.randn(n, generator=g) * 4
-    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-30, -1e-30, 3e38])
-    field[: min(n, len(special))] = special[: min(n, len(special))]
     table = logit_table()
+    entries = table[torch.randint(0, 1 << 16, (32,), generator=g)]
+    special = torch.cat([torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, 1e-30, -1e-30, 3e38,
+                                       1e-40, -1e-45]),
+                         entries, torch.nextafter(entries, entries + 1), torch.nextafter(entries, entries - 1)])
+    special = special / beta  # so that β·a lands on the table entries and beside them
+    field[: min(n, len(special))] = special[: min(n, len(special))]
     for key in (0, 987654321, MASK):
         compiled = native.draw_logistic(field, beta, beta != 1.0, torch.tensor([logistic._int64(key)]), table)
         assert compiled is not None
@@ -159,3 +166,73 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     finally:
         monkeypatch.undo()
         native.library.cache_clear()
+
+
+def test_draws_against_a_python_reference() -> None:
+    """The format pinned: level i = bits 16·(i mod 4) … of SplitMix64 word i // 4 of the key drawn
+    from the generator, x = 1 where t[level] < β·a (so a permuted table, or levels taken in
+    another order, would fail here even though the law would not change)."""
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(3, 7, generator=g)
+    state = g.get_state()
+    key = logistic.draw_key(g).item() & MASK
+    words = reference_words(key, 0, 6)
+    table = logit_table().tolist()
+    beta = 0.75
+    scaled = (a * beta).flatten().tolist()   # β·a in float32, as the draw computes it
+    want = [float(table[(words[i // 4] >> (16 * (i % 4))) & 0xFFFF] < scaled[i]) for i in range(21)]
+    g.set_state(state)
+    assert bernoulli_logistic(a, g, beta).flatten().tolist() == want
+
+
+def test_compiled_loop_checks_its_arguments() -> None:
+    if not native.available():
+        pytest.skip("the compiled loop is not available here")
+    key, table = torch.tensor([1]), logit_table()
+    with pytest.raises(ValueError, match="float32 CPU field"):
+        native.draw_logistic(torch.zeros(4, dtype=torch.float64), 1.0, False, key, table)
+    with pytest.raises(ValueError, match="key"):
+        native.draw_logistic(torch.zeros(4), 1.0, False, torch.tensor([1], dtype=torch.int32), table)
+    with pytest.raises(ValueError, match="table"):
+        native.draw_logistic(torch.zeros(4), 1.0, False, key, table[:100])
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_shared_or_damaged_cache_is_not_trusted(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    if not native.available():
+        pytest.skip("the compiled loop is not available here")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)   # anyone may write here: a planted library must not be loaded from it
+    monkeypatch.setenv("BOLTZKIT_CACHE", str(shared))
+    native.library.cache_clear()
+    try:
+        assert native.library() is not None      # built in a private folder instead
+        assert not list(shared.glob("draws-*.so"))
+        private = tmp_path / "private"
+        monkeypatch.setenv("BOLTZKIT_CACHE", str(private))
+        native.library.cache_clear()
+        assert native.library() is not None
+        (built,) = private.glob("draws-*.so")
+        built.unlink()                            # a new file (this process keeps the old one mapped)
+        built.write_bytes(b"not a library")       # damaged: a fresh process rebuilds it, then loads it
+        check = "from boltzkit.sampling import native; assert native.library() is not None"
+        subprocess.run([sys.executable, "-c", check], check=True, timeout=120,
+                       env={**os.environ, "BOLTZKIT_CACHE": str(private)})
+        assert built.read_bytes() != b"not a library"
+    finally:
+        monkeypatch.undo()
+        native.library.cache_clear()
+
+
+def test_no_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOLTZKIT_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home() -> None:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    assert native._cache() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")
+    assert native._cache() is None

@@ -23,6 +23,8 @@ with the device's own generator.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor
 
@@ -108,7 +110,11 @@ def _draw_logistic(work: Tensor, beta: float, scaled: bool, key: int | Tensor) -
     """The torch operations that :func:`native.draw_logistic` fuses (the same bits for float32),
     for a float32 or float64 ``work``."""
     n = work.numel()
-    levels = splitmix_words(key, 0, (n + 3) // 4).view(torch.int16)[:n]
-    thresholds = logit_table().take(levels.to(torch.int64).bitwise_and_(_LEVELS - 1)).view(work.shape)
+    words = splitmix_words(key, 0, (n + 3) // 4)
+    if sys.byteorder == "little":  # level i: bits 16·(i mod 4) … of word i / 4
+        levels = words.view(torch.int16)[:n].to(torch.int64)
+    else:
+        levels = torch.stack([torch.bitwise_right_shift(words, 16 * k) for k in range(4)], 1).flatten()[:n]
+    thresholds = logit_table().take(levels.bitwise_and_(_LEVELS - 1)).view(work.shape)
     a = work * beta if scaled else work
     return thresholds.lt_(a).to(work.dtype)  # in place: 1.0 where t[u] < a (the table's dtype, float32)

@@ -2,11 +2,14 @@
 
 ``draws.c`` (next to this file) is compiled by the machine's C compiler (``$CC``, else the one
 Python was built with, else ``cc``) with ``-O3 -march=native`` into a cache folder
-(``$BOLTZKIT_CACHE``, else ``$XDG_CACHE_HOME/boltzkit``, else ``~/.cache/boltzkit``), named by
-a hash of the source, the flags, the compiler and the CPU, and loaded with :mod:`ctypes`: no
-build step at install, no Python headers, a fraction of a second once per machine.  Where
-that fails (no compiler, a read-only home, ``BOLTZKIT_NATIVE=0``) every function here returns
-None and the callers use torch operations that give the same bits, more slowly.
+(``$BOLTZKIT_CACHE``, else ``$XDG_CACHE_HOME/boltzkit``, else ``~/.cache/boltzkit``; a folder of
+this user's that nobody else may write in), named by a hash of the source, the flags, the
+compiler and the CPU's feature flags (``-march=native`` only where those can be read), and
+loaded with :mod:`ctypes`: no build step at install, no Python headers, a fraction of a second
+once per machine.  Where the cache cannot be used the library is built in a private temporary
+folder of the process; a damaged cached file is rebuilt.  Where it all fails (no compiler,
+``BOLTZKIT_NATIVE=0``, a big-endian machine) every function here returns None and the callers
+use torch operations that give the same bits, more slowly (an INFO log line says so).
 """
 
 from __future__ import annotations
@@ -45,43 +48,74 @@ def _compiler() -> list[str] | None:
     return None
 
 
-def _cpu() -> str:
-    """What the CPU can do (a library built with -march=native runs only where that holds)."""
+def _cpu() -> str | None:
+    """The CPU's feature flags (a library built with -march=native runs only where they hold), or
+    None where they cannot be read: then no -march=native build is made or used."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
                 return line
     except OSError:
         pass
-    return f"{platform.machine()} {platform.processor()}"
+    return None
 
 
-def _cache() -> Path:
-    if os.environ.get("BOLTZKIT_CACHE"):
-        return Path(os.environ["BOLTZKIT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "boltzkit"
+def _cache() -> Path | None:
+    """``$BOLTZKIT_CACHE``, else ``$XDG_CACHE_HOME/boltzkit``, else ``~/.cache/boltzkit``; None
+    where none of them is an absolute path (no home directory, as in some containers)."""
+    try:
+        if os.environ.get("BOLTZKIT_CACHE"):
+            folder = Path(os.environ["BOLTZKIT_CACHE"])
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            folder = (Path(xdg) if xdg else Path.home() / ".cache") / "boltzkit"
+    except RuntimeError:  # Path.home() without HOME or a passwd entry
+        return None
+    return folder if folder.is_absolute() else None
+
+
+def _private(folder: Path) -> bool:
+    """Whether ``folder`` belongs to this user and nobody else may write in it (else a library
+    planted there could be loaded)."""
+    if not hasattr(os, "getuid"):
+        return True
+    info = folder.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _build(compiler: list[str], folder: Path) -> Path | None:
     """Compile (or find already compiled) ``draws.c`` in ``folder``; None if the compiler fails."""
     source = SOURCE.read_bytes()
-    for tuning in TUNING:
+    cpu = _cpu()
+    for tuning in TUNING if cpu is not None else ((),):
         flags = [*FLAGS, *tuning]
-        tag = hashlib.sha256(b"\0".join([source, " ".join(compiler + flags).encode(), _cpu().encode()])).hexdigest()
+        tag = hashlib.sha256(b"\0".join([source, " ".join(compiler + flags).encode(),
+                                         (cpu or platform.machine()).encode()])).hexdigest()
         target = folder / f"draws-{tag[:20]}.so"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not _private(folder):
+            raise OSError(f"{folder} is not this user's alone")
         if target.is_file():
             return target
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:  # compile aside, then one atomic rename
             built = Path(tmp) / target.name
             done = subprocess.run([*compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True,
-                                  text=True, timeout=120)
+                                  text=True, errors="replace", timeout=120)
             if done.returncode == 0:
                 os.replace(built, target)
                 return target
             log.debug("compiling %s with %s failed: %s", SOURCE.name, flags, done.stderr.strip()[:500])
     return None
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.boltzkit_draw_logistic.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float,
+                                           ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lib.boltzkit_draw_logistic.restype = None
+    lib.boltzkit_words.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.boltzkit_words.restype = None
+    return lib
 
 
 @functools.cache
@@ -91,23 +125,28 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = _compiler()
     if compiler is None:
-        log.debug("no C compiler found: Bernoulli draws use torch operations")
+        log.info("no C compiler found: Bernoulli draws use torch operations (the same bits, 2-4x slower)")
         return None
-    for folder in (_cache(), Path(tempfile.gettempdir()) / f"boltzkit-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+    cache = _cache()
+    for folder in ([cache] if cache is not None else []) + [None]:  # None: a private folder of this process
         try:
+            if folder is None:
+                folder = Path(tempfile.mkdtemp(prefix="boltzkit-"))
             path = _build(compiler, folder)
             if path is None:
-                return None
-            lib = ctypes.CDLL(str(path))
-        except (OSError, subprocess.SubprocessError) as error:
+                break
+            try:
+                return _load(path)
+            except (OSError, AttributeError):  # a damaged or foreign file: build it again, once
+                path.unlink(missing_ok=True)
+                path = _build(compiler, folder)
+                if path is None:
+                    break
+                return _load(path)
+        except (OSError, AttributeError, subprocess.SubprocessError) as error:
             log.debug("native draws unavailable in %s: %s", folder, error)
-            continue
-        lib.boltzkit_draw_logistic.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float,
-                                               ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        lib.boltzkit_draw_logistic.restype = None
-        lib.boltzkit_words.argtypes = [ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        lib.boltzkit_words.restype = None
-        return lib
+    log.info("the compiled draw loop could not be built: Bernoulli draws use torch operations (the same bits, "
+             "2-4x slower)")
     return None
 
 
@@ -118,11 +157,18 @@ def available() -> bool:
 
 def draw_logistic(field: Tensor, beta: float, scaled: bool, key: Tensor, table: Tensor) -> Tensor | None:
     """The draws of :func:`boltzkit.sampling.logistic.bernoulli_logistic` for a float32 CPU field,
-    computed in one compiled pass (``key``: one int64 on the CPU, read by the loop itself); None if
-    the library is unavailable."""
+    computed in one compiled pass (``key``: one int64 on the CPU, read by the loop itself; ``table``:
+    :func:`~boltzkit.sampling.logistic.logit_table`); None if the library is unavailable."""
     lib = library()
     if lib is None:
         return None
+    if field.dtype != torch.float32 or field.device.type != "cpu":
+        raise ValueError(f"the compiled draw takes a float32 CPU field, not {field.dtype} on {field.device}")
+    if key.dtype != torch.int64 or key.numel() < 1 or key.device.type != "cpu":
+        raise ValueError("the compiled draw's key must be an int64 CPU tensor")
+    if table.dtype != torch.float32 or table.numel() != 1 << 16 or not table.is_contiguous() \
+            or table.device.type != "cpu":
+        raise ValueError("the compiled draw's table must be the 65,536 float32 entries of logit_table()")
     field = field.contiguous()
     out = torch.empty_like(field)
     key = key.contiguous()
@@ -138,5 +184,5 @@ def words(key: int, first: int, n: int) -> Tensor | None:
     if lib is None:
         return None
     out = torch.empty(n, dtype=torch.int64)
-    lib.boltzkit_words(key, first, n, out.data_ptr())
+    lib.boltzkit_words(key & ((1 << 64) - 1), first, n, out.data_ptr())
     return out
