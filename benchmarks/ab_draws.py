@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_ais  # noqa: E402
 import eager_loop  # noqa: E402
 from bench_speed import load_train, roofline_epoch  # noqa: E402
+from roofline import timed  # noqa: E402
 
 
 def sigmoid_draw(field: torch.Tensor, generator: torch.Generator | None = None, beta=1.0) -> torch.Tensor:
@@ -68,15 +68,12 @@ def main(argv=None) -> int:
                 units.Bernoulli.sample = lambda self, field, generator=None, beta=1.0, draw=draw: \
                     draw(field, generator, beta)
                 eager_loop.bernoulli_logistic = draw
-                start = time.perf_counter()
-                ais(rbm, data, n_chains=100, betas=a.betas, seed=0)
-                times[f"ais_ms_per_beta_{name}"].append((time.perf_counter() - start) / (a.betas - 1) * 1e3)
+                seconds = timed(lambda: ais(rbm, data, n_chains=100, betas=a.betas, seed=0), cpu)
+                times[f"ais_ms_per_beta_{name}"].append(seconds / (a.betas - 1) * 1e3)
                 times[f"cd_epoch_s_{name}"].append(loop.epoch())
             times["ais_roofline_ms_per_beta"].append(
                 bench_ais.roofline_seconds(a.betas, 100, 784, a.hidden, cpu) / (a.betas - 1) * 1e3)
-            start = time.perf_counter()
-            cd_roofline()
-            times["cd_roofline_s"].append(time.perf_counter() - start)
+            times["cd_roofline_s"].append(timed(cd_roofline, cpu))
     finally:
         units.Bernoulli.sample = original
         eager_loop.bernoulli_logistic = bernoulli_logistic

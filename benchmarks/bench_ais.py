@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from boltzkit.evaluation.ais import ais
 from boltzkit.models.rbm import RBM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from roofline import GemmWorkload  # noqa: E402
+from roofline import GemmWorkload, timed  # noqa: E402
 
 
 def roofline_seconds(n_betas: int, chains: int, v: int, h: int, device: torch.device,
@@ -45,11 +44,9 @@ def roofline_seconds(n_betas: int, chains: int, v: int, h: int, device: torch.de
 
 
 def ais_seconds(rbm: RBM, data: torch.Tensor, n_betas: int, chains: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    result = ais(rbm, data, n_chains=chains, betas=n_betas, seed=0)
-    if data.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result.log_z
+    results = []
+    seconds = timed(lambda: results.append(ais(rbm, data, n_chains=chains, betas=n_betas, seed=0)), data.device)
+    return seconds, results[0].log_z
 
 
 def main(argv=None) -> int:

@@ -42,7 +42,7 @@ from boltzkit.training.trainer import reduced_float32_matmul
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eager_loop import EagerLoop  # noqa: E402
-from roofline import GemmWorkload  # noqa: E402
+from roofline import GemmWorkload, timed  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized-mnist"
 
@@ -160,11 +160,7 @@ def interleaved_rounds(data: torch.Tensor, a: argparse.Namespace, chain_rows: in
 
     def measure() -> None:
         with reduced_float32_matmul(device) if a.precision == "tf32" else nullcontext():
-            start = time.perf_counter()
-            roofline()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            row = {"roofline_s": time.perf_counter() - start}
+            row = {"roofline_s": timed(roofline, device)}
             if loop is not None:
                 row["eager_loop_s"] = loop.epoch()
         yardsticks.append(row)

@@ -12,13 +12,12 @@ sit between the products.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
 from boltzkit.sampling.bits import bernoulli
 from boltzkit.sampling.logistic import bernoulli_logistic
+from roofline import timed
 
 
 class EagerLoop:
@@ -66,10 +65,9 @@ class EagerLoop:
 
     def epoch(self) -> float:
         """Seconds of one shuffled epoch over the data."""
-        start = time.perf_counter()
-        order = torch.randperm(self.data.shape[0], generator=self.generator, device=self.generator.device)
-        for rows in order.split(self.batch):
-            self.update(self.data.index_select(0, rows))
-        if self.data.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        def epoch() -> None:
+            order = torch.randperm(self.data.shape[0], generator=self.generator, device=self.generator.device)
+            for rows in order.split(self.batch):
+                self.update(self.data.index_select(0, rows))
+
+        return timed(epoch, self.data.device)

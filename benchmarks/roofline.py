@@ -47,11 +47,13 @@ class GemmWorkload:
     def seconds(self, work: Callable[[], None], repeats: int = 1) -> float:
         """Fastest of ``repeats`` timed calls of ``work``, after one warm-up call."""
         work()
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            work()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        return best
+        return min(timed(work, self.device) for _ in range(repeats))
+
+
+def timed(work: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``work``, with the device's queued work finished (CUDA)."""
+    start = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
